@@ -1,0 +1,56 @@
+# fraudstream — every target installs what it needs on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+INFRA := deploy/local/infra.sh
+
+.PHONY: install prepare up down status demo test lint types unit integration e2e gpu bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Kafka jars (Maven) and redis-server (apt), once per machine.
+prepare: $(STAMP)
+	PYTHON=$(PY) bash $(INFRA) prepare
+
+up: prepare
+	PYTHON=$(PY) bash $(INFRA) up
+
+down:
+	PYTHON=$(PY) bash $(INFRA) down
+
+status:
+	PYTHON=$(PY) bash $(INFRA) status
+
+demo: up
+	$(BIN)/fraudstream demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+# The whole suite that needs no GPU: lint, types, unit, integration and e2e tiers.
+# The test session starts its own broker and Redis on free ports (tests/conftest.py).
+test: prepare lint types
+	$(BIN)/pytest -m 'not gpu'
+
+gpu: $(STAMP)
+	$(BIN)/pytest -m gpu -o addopts='-ra --strict-markers --strict-config'
+
+bench: up
+	$(PY) -m bench
+
+clean: down
+	rm -rf .run artifacts data out bench/results

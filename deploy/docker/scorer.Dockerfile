@@ -1,0 +1,14 @@
+# Stage 1 (scorer), label consumer and simulator: a slim CPU image.
+FROM python:3.11-slim
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY stream ./stream
+COPY models ./models
+COPY schemas ./schemas
+# CPU-only torch keeps the image small; the scorer itself never touches torch at run time.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch \
+ && pip install .
+USER 65534
+ENTRYPOINT ["fraudstream"]
+CMD ["score"]

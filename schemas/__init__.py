@@ -1,0 +1,48 @@
+"""The Avro contracts of fraudstream and a tiny loader.
+
+Each schema has a fixed id used in the Confluent wire framing when no Schema
+Registry is configured. Ids are part of the contract: never reuse or renumber.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema
+
+SCHEMA_DIR = Path(__file__).resolve().parent
+
+#: name -> (file, fixed schema id)
+BUNDLED: dict[str, tuple[str, int]] = {
+    "Transaction": ("transaction.avsc", 1001),
+    "ScoredTransaction": ("scored_transaction.avsc", 1002),
+    "Decision": ("decision.avsc", 1003),
+    "Label": ("label.avsc", 1004),
+}
+
+
+def schema_json(name: str) -> dict[str, Any]:
+    """The raw JSON of a bundled schema, as published to a registry."""
+    file, _ = BUNDLED[name]
+    raw: dict[str, Any] = json.loads((SCHEMA_DIR / file).read_text())
+    return raw
+
+
+@cache
+def parsed(name: str) -> dict[str, Any]:
+    """A fastavro-parsed schema; ScoredTransaction embeds Transaction."""
+    named: dict[str, Any] = {}
+    if name == "ScoredTransaction":
+        parse_schema(schema_json("Transaction"), named_schemas=named)
+    result = parse_schema(schema_json(name), named_schemas=named)
+    if not isinstance(result, dict):
+        raise TypeError(f"schema {name} did not parse to a record")
+    return result
+
+
+def fixed_id(name: str) -> int:
+    """The bundled schema id of `name`."""
+    return BUNDLED[name][1]

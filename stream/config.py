@@ -1,0 +1,224 @@
+"""Settings: one frozen, strict model read from a YAML file and the environment.
+
+Precedence: defaults < file (``--config`` or ``FRAUDSTREAM_CONFIG``) < environment.
+Environment keys are ``FRAUDSTREAM_<SECTION>__<KEY>`` (e.g. ``FRAUDSTREAM_SCORER__MAX_ROWS``),
+plus two short aliases used by the test fixtures and the infra scripts:
+``FRAUDSTREAM_KAFKA_BOOTSTRAP`` and ``FRAUDSTREAM_REDIS_URL``.
+An unknown or mistyped key, in the file or the environment, fails at load with
+a ConfigError naming it. The environment is read once, by the entry point.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from stream.errors import ConfigError
+
+ENV_PREFIX = "FRAUDSTREAM_"
+ENV_ALIASES = {
+    "FRAUDSTREAM_KAFKA_BOOTSTRAP": ("kafka", "bootstrap"),
+    "FRAUDSTREAM_REDIS_URL": ("redis", "url"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Topics(_Strict):
+    transactions: str = "fraud.transactions"
+    ambiguous: str = "fraud.transactions.ambiguous"
+    decisions: str = "fraud.decisions"
+    labels: str = "fraud.labels"
+    dlq: str = "fraud.dlq"
+    shadow: str = "fraud.decisions.shadow"
+
+
+class KafkaSettings(_Strict):
+    bootstrap: str = "127.0.0.1:9092"
+    topics: Topics = Topics()
+    partitions: int = Field(4, ge=1, description="partitions of topics fraudstream creates")
+    processing: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    transaction_timeout_ms: int = Field(30_000, ge=1_000)
+    # The worst batch (deep worker on CPU, max_rows) takes well under a second;
+    # five minutes leaves room for a stalled Redis without a spurious rebalance.
+    max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    session_timeout_ms: int = Field(10_000, ge=3_000)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    schema_registry_url: str | None = None
+    extra: dict[str, str | int | bool] = Field(default_factory=dict, description="raw librdkafka overrides")
+
+    def _common(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+    def admin_config(self) -> dict[str, Any]:
+        """librdkafka settings for the AdminClient."""
+        return self._common() | {"client.id": "fraudstream-admin"}
+
+    def consumer_config(self, group_id: str, *, client_id: str = "fraudstream") -> dict[str, Any]:
+        """librdkafka settings for a consumer of our pipeline; the one translation point."""
+        conf = self._common() | {
+            "group.id": group_id,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "max.poll.interval.ms": self.max_poll_interval_ms,
+            "session.timeout.ms": self.session_timeout_ms,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "fetch.wait.max.ms": 5,
+            "enable.partition.eof": False,
+        }
+        return conf | dict(self.extra)
+
+    def producer_config(self, transactional_id: str | None, *, client_id: str = "fraudstream") -> dict[str, Any]:
+        """librdkafka settings for a producer; transactional when an id is given."""
+        conf = self._common() | {
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 1,
+            "compression.type": "lz4",
+        }
+        if transactional_id is not None:
+            conf["transactional.id"] = transactional_id
+            conf["transaction.timeout.ms"] = self.transaction_timeout_ms
+        return conf | dict(self.extra)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing == "exactly_once"
+
+
+class RedisSettings(_Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = Field("live", pattern=r"^[A-Za-z0-9_.-]+$", description="key prefix; backtests use their own")
+    ttl_days: int = Field(40, ge=1, description="TTL of every feature key")
+    socket_timeout_s: float = Field(1.0, gt=0)
+
+
+class BatchSettings(_Strict):
+    max_rows: int = Field(500, ge=1, le=100_000)
+    max_wait_ms: int = Field(20, ge=0, le=60_000)
+
+
+class ScorerSettings(_Strict):
+    group_id: str = "fraudstream-scorer"
+    batch: BatchSettings = BatchSettings()
+    transactional_id_prefix: str = "fraudstream-scorer"
+
+
+class DeepSettings(_Strict):
+    group_id: str = "fraudstream-deep"
+    batch: BatchSettings = BatchSettings(max_rows=256, max_wait_ms=10)
+    transactional_id_prefix: str = "fraudstream-deep"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gpu_memory_fraction: float = Field(0.7, gt=0.0, le=1.0)
+    pad_sizes: tuple[int, ...] = (64, 256, 1024)
+
+    @model_validator(mode="after")
+    def _pads_sorted(self) -> DeepSettings:
+        if list(self.pad_sizes) != sorted(set(self.pad_sizes)) or self.pad_sizes[0] < 1:
+            raise ValueError("deep.pad_sizes must be strictly increasing positive sizes")
+        return self
+
+
+class LabelSettings(_Strict):
+    group_id: str = "fraudstream-labels"
+    batch: BatchSettings = BatchSettings(max_rows=1000, max_wait_ms=100)
+
+
+class ModelSettings(_Strict):
+    dir: Path = Path("artifacts")
+    version: str = Field("latest", description="a version folder under dir, or 'latest'")
+
+
+class MetricsSettings(_Strict):
+    port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics, /healthz, /readyz; 0 = off")
+
+
+class Settings(_Strict):
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    scorer: ScorerSettings = ScorerSettings()
+    deep: DeepSettings = DeepSettings()
+    labels: LabelSettings = LabelSettings()
+    model: ModelSettings = ModelSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from an optional YAML file and an environment mapping."""
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    file = path or (Path(env["FRAUDSTREAM_CONFIG"]) if env.get("FRAUDSTREAM_CONFIG") else None)
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"config file {file}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file}: top level must be a mapping")
+        data = loaded
+    for key, value in env.items():
+        if key in ENV_ALIASES:
+            _set(data, ENV_ALIASES[key], value)
+        elif key.startswith(ENV_PREFIX) and "__" in key:
+            path_parts = tuple(part.lower() for part in key[len(ENV_PREFIX) :].split("__"))
+            _set(data, path_parts, _env_value(value))
+    try:
+        return Settings.model_validate(data)
+    except PydanticValidationError as exc:
+        raise ConfigError(_explain(exc)) from exc
+
+
+def _env_value(value: str) -> Any:
+    # Lists and mappings in the environment are written as YAML/JSON flow values.
+    if value[:1] in "[{":
+        return yaml.safe_load(value)
+    return value
+
+
+def _set(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{part}' is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _explain(exc: PydanticValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown config key '{key}'")
+        else:
+            lines.append(f"config key '{key}': {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(lines)

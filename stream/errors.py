@@ -1,0 +1,69 @@
+"""The one exception tree of fraudstream.
+
+    FraudstreamError
+    ├── PoisonError            never retried: the record goes to the DLQ
+    │   ├── DecodeError        framing or Avro body unreadable
+    │   └── ValidationError    decoded, but breaks the contract (missing id, absurd amount, ...)
+    ├── TransientError         pause, back off, retry: the record is not lost
+    │   ├── FeatureStoreError  Redis unreachable or timing out
+    │   └── BrokerError        Kafka unreachable, fenced or timing out
+    ├── ConfigError            bad settings: fail at start, naming the key
+    ├── ArtifactError          a model version that is missing, corrupt or mismatched
+    └── DataError              training / evaluation input that cannot be used
+
+The root, ArtifactError and DataError live in `models/errors.py` (pure compute
+shares them); everything that touches Kafka or Redis is defined here.
+
+Poison errors carry the raw bytes they were raised for, as confluent-kafka's
+ConsumeError carries its message, so the DLQ writer never has to look them up.
+"""
+
+from __future__ import annotations
+
+from models.errors import ArtifactError, DataError, FraudstreamError
+
+__all__ = [
+    "ArtifactError",
+    "BrokerError",
+    "ConfigError",
+    "DataError",
+    "DecodeError",
+    "FeatureStoreError",
+    "FraudstreamError",
+    "PoisonError",
+    "TransientError",
+    "ValidationError",
+]
+
+
+class PoisonError(FraudstreamError):
+    """A record that can never be processed; it belongs in the DLQ."""
+
+    def __init__(self, reason: str, raw: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.raw = raw
+
+
+class DecodeError(PoisonError):
+    """The bytes are not a readable record of the expected schema."""
+
+
+class ValidationError(PoisonError):
+    """The record decoded but violates the contract."""
+
+
+class TransientError(FraudstreamError):
+    """A dependency is briefly unavailable; retrying later may succeed."""
+
+
+class FeatureStoreError(TransientError):
+    """Redis could not serve a feature read or update."""
+
+
+class BrokerError(TransientError):
+    """Kafka could not serve a produce, commit or transaction call."""
+
+
+class ConfigError(FraudstreamError):
+    """Invalid settings; the message names the offending key."""

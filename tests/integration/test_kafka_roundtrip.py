@@ -1,0 +1,104 @@
+"""The codec and Kafka transactions against the real single-node broker."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from stream.codec import Codec
+from stream.config import KafkaSettings
+from stream.testing import LocalInfra, sample_transaction
+from stream.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def _drain(consumer: Consumer, expected: int, timeout_s: float = 30.0) -> list:
+    import time
+
+    out = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < expected and time.monotonic() < deadline:
+        for msg in consumer.consume(500, 0.5):
+            assert msg.error() is None, msg.error()
+            out.append(msg)
+    return out
+
+
+def test_thousand_avro_transactions_round_trip(infra: LocalInfra, uid: str) -> None:
+    kafka = KafkaSettings(bootstrap=infra.bootstrap)
+    topic = f"tx-{uid}"
+    ensure_topics(kafka, [topic], partitions=3)
+    codec = Codec()
+    sent = [sample_transaction(i) for i in range(1000)]
+    producer = Producer(kafka.producer_config(None))
+    for tx in sent:
+        producer.produce(topic, codec.encode("Transaction", tx), key=tx["customer_id"].encode())
+    assert producer.flush(30) == 0
+
+    consumer = Consumer(kafka.consumer_config(f"g-{uid}"))
+    consumer.subscribe([topic])
+    try:
+        msgs = _drain(consumer, 1000)
+    finally:
+        consumer.close()
+    batch = codec.decode_messages("Transaction", msgs)
+    assert batch.errs == []
+    got = {d.value["transaction_id"]: d.value for d in batch.oks}
+    assert len(got) == 1000
+    assert got == {tx["transaction_id"]: tx for tx in sent}
+
+
+def test_transaction_with_offsets_is_seen_exactly_by_read_committed(infra: LocalInfra, uid: str) -> None:
+    kafka = KafkaSettings(bootstrap=infra.bootstrap)
+    src, dst = f"src-{uid}", f"dst-{uid}"
+    ensure_topics(kafka, [src, dst], partitions=1)
+    codec = Codec()
+    plain = Producer(kafka.producer_config(None))
+    for i in range(10):
+        plain.produce(src, codec.encode("Transaction", sample_transaction(i)))
+    assert plain.flush(30) == 0
+
+    group = f"g-{uid}"
+    consumer = Consumer(kafka.consumer_config(group))
+    consumer.subscribe([src])
+    tx_producer = Producer(kafka.producer_config(f"tid-{uid}"))
+    tx_producer.init_transactions(30)
+    try:
+        msgs = _drain(consumer, 10)
+        assert len(msgs) == 10
+        # An aborted transaction: its records must never be visible.
+        tx_producer.begin_transaction()
+        tx_producer.produce(dst, b"aborted")
+        tx_producer.flush(10)
+        tx_producer.abort_transaction(30)
+        # A committed one carrying the consumer's offsets.
+        tx_producer.begin_transaction()
+        for m in msgs:
+            tx_producer.produce(dst, m.value(), key=b"committed")
+        tx_producer.send_offsets_to_transaction(
+            consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30
+        )
+        tx_producer.commit_transaction(30)
+    finally:
+        consumer.close()
+
+    reader = Consumer(kafka.consumer_config(f"reader-{uid}"))
+    reader.subscribe([dst])
+    try:
+        seen = _drain(reader, 11, timeout_s=10)
+    finally:
+        reader.close()
+    assert len(seen) == 10
+    assert all(m.key() == b"committed" for m in seen)
+    assert [codec.decode("Transaction", m.value()) for m in seen] == [sample_transaction(i) for i in range(10)]
+
+    # The offsets went in with the transaction: the group resumes after the batch.
+    resumed = Consumer(kafka.consumer_config(group))
+    try:
+        from confluent_kafka import TopicPartition
+
+        (committed,) = resumed.committed([TopicPartition(src, 0)], timeout=10)
+        assert committed.offset == 10
+    finally:
+        resumed.close()
