@@ -76,9 +76,7 @@ def test_transaction_with_offsets_is_seen_exactly_by_read_committed(infra: Local
         tx_producer.begin_transaction()
         for m in msgs:
             tx_producer.produce(dst, m.value(), key=b"committed")
-        tx_producer.send_offsets_to_transaction(
-            consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30
-        )
+        tx_producer.send_offsets_to_transaction(consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30)
         tx_producer.commit_transaction(30)
     finally:
         consumer.close()

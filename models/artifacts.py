@@ -1,0 +1,202 @@
+"""Model artifacts: `artifacts/<version>/` with the two models, the feature spec and
+a manifest. Nothing here uses pickle: XGBoost loads UBJSON, torch loads a state
+dict with `weights_only=True`, and every file's sha256 is checked against the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xgboost as xgb
+
+from models.deep import DeepArch, HybridNet
+from models.errors import ArtifactError
+from models.features import FEATURE_NAMES, FEATURE_SET_VERSION
+
+XGB_FILE = "xgb.ubj"
+DEEP_FILE = "deep.pt"
+MLP_FILE = "mlp_only.pt"
+SPEC_FILE = "feature_spec.json"
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"  # a file in the artifacts root naming the promoted version
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The approve/block band on the XGBoost score and the hybrid REVIEW/BLOCK cut-offs."""
+
+    approve_below: float
+    block_above: float
+    review_above: float
+    deep_block_above: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Thresholds:
+        try:
+            return cls(*(float(d[k]) for k in cls.__slots__))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"thresholds in manifest are incomplete: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A loaded version: what the stages need to score."""
+
+    version: str
+    path: Path
+    booster: xgb.Booster
+    deep: HybridNet
+    mlp_only: HybridNet | None
+    thresholds: Thresholds
+    manifest: dict[str, Any]
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.booster.num_boosted_rounds())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "xgboost": xgb.__version__, "torch": torch.__version__,
+            "numpy": np.__version__}  # fmt: skip
+
+
+def save_bundle(
+    out: Path,
+    booster: xgb.Booster,
+    deep: HybridNet,
+    mlp_only: HybridNet | None,
+    thresholds: Thresholds,
+    extra: dict[str, Any],
+) -> Path:
+    """Write a version folder; `out`'s name is the version."""
+    out.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(out / XGB_FILE))
+    torch.save(deep.state_dict(), out / DEEP_FILE)
+    files = [XGB_FILE, DEEP_FILE, SPEC_FILE]
+    if mlp_only is not None:
+        torch.save(mlp_only.state_dict(), out / MLP_FILE)
+        files.append(MLP_FILE)
+    spec = {"feature_set_version": FEATURE_SET_VERSION, "features": list(FEATURE_NAMES)}
+    (out / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+    manifest = {
+        "version": out.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "feature_set_version": FEATURE_SET_VERSION,
+        "features": list(FEATURE_NAMES),
+        "n_trees": int(booster.num_boosted_rounds()),
+        "deep_arch": deep.arch.to_dict(),
+        "mlp_arch": mlp_only.arch.to_dict() if mlp_only is not None else None,
+        "thresholds": thresholds.to_dict(),
+        "libraries": library_versions(),
+        "files": {name: _sha256(out / name) for name in files},
+        **extra,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=float))
+    return out
+
+
+def _load_net(path: Path, arch_dict: Any) -> HybridNet:
+    if not isinstance(arch_dict, dict):
+        raise ArtifactError(f"{path.parent / MANIFEST}: missing the architecture of {path.name}")
+    net = HybridNet(DeepArch.from_dict(arch_dict))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, EOFError) as exc:
+        raise ArtifactError(f"{path}: weights do not match the manifest's architecture: {exc}") from exc
+    net.eval()
+    return net
+
+
+def load_bundle(path: Path) -> ModelBundle:
+    """Load and verify a version folder; ArtifactError says what is wrong."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        raise ArtifactError(f"{path}: no {MANIFEST} (not a model version folder)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{manifest_path}: not valid JSON: {exc}") from exc
+    for name, digest in manifest.get("files", {}).items():
+        f = path / name
+        if not f.exists():
+            raise ArtifactError(f"{path}: missing file {name}")
+        if _sha256(f) != digest:
+            raise ArtifactError(f"{f}: checksum does not match the manifest (corrupted or replaced)")
+    if manifest.get("features") != list(FEATURE_NAMES):
+        n = len(manifest.get("features") or [])
+        raise ArtifactError(
+            f"{path}: model expects {n} features of set {manifest.get('feature_set_version')!r}, "
+            f"this build computes {len(FEATURE_NAMES)} of set {FEATURE_SET_VERSION!r}"
+        )
+    booster = xgb.Booster()
+    try:
+        booster.load_model(str(path / XGB_FILE))
+    except xgb.core.XGBoostError as exc:
+        raise ArtifactError(f"{path / XGB_FILE}: unreadable XGBoost model: {exc}") from exc
+    if booster.num_features() != len(FEATURE_NAMES):
+        raise ArtifactError(f"{path / XGB_FILE}: {booster.num_features()} features, expected {len(FEATURE_NAMES)}")
+    deep = _load_net(path / DEEP_FILE, manifest.get("deep_arch"))
+    mlp = _load_net(path / MLP_FILE, manifest.get("mlp_arch")) if (path / MLP_FILE).exists() else None
+    return ModelBundle(
+        version=str(manifest["version"]),
+        path=path,
+        booster=booster,
+        deep=deep,
+        mlp_only=mlp,
+        thresholds=Thresholds.from_dict(manifest.get("thresholds", {})),
+        manifest=manifest,
+    )
+
+
+def list_versions(root: Path) -> list[dict[str, Any]]:
+    """Manifests of every version under `root`, oldest first."""
+    found = []
+    for d in sorted(root.glob("*/")) if root.exists() else []:
+        m = d / MANIFEST
+        if m.exists():
+            try:
+                found.append(json.loads(m.read_text()))
+            except json.JSONDecodeError:
+                found.append({"version": d.name, "created": "", "error": "unreadable manifest"})
+    return sorted(found, key=lambda m: (str(m.get("created", "")), str(m.get("version"))))
+
+
+def resolve(root: Path, version: str) -> Path:
+    """The folder of `version`; 'latest' is the promoted one, else the newest."""
+    if version == "latest":
+        pointer = root / CURRENT
+        if pointer.exists():
+            version = pointer.read_text().strip()
+        else:
+            versions = [m for m in list_versions(root) if "error" not in m]
+            if not versions:
+                raise ArtifactError(f"no model versions under {root}: run `fraudstream train` first")
+            version = str(versions[-1]["version"])
+    path = root / version
+    if not (path / MANIFEST).exists():
+        raise ArtifactError(f"model version {version!r} not found under {root}")
+    return path
+
+
+def promote(root: Path, version: str) -> None:
+    """Make `version` the one services load as 'latest' (atomically)."""
+    load_bundle(root / version)  # refuse to promote what cannot load
+    tmp = root / f".{CURRENT}.tmp"
+    tmp.write_text(version)
+    tmp.replace(root / CURRENT)

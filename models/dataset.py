@@ -1,0 +1,167 @@
+"""Transaction tables: loading a user's own history, and rows as event dicts.
+
+A user's CSV/Parquet is mapped onto fraudstream's columns with `ColumnMap`.
+Required: transaction id, timestamp, customer, terminal, amount, fraud label.
+Optional (filled with nulls when absent): device, latitude, longitude, channel,
+mcc, currency, country, ip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.errors import DataError
+
+REQUIRED = ("transaction_id", "event_time", "customer_id", "terminal_id", "amount", "is_fraud")
+OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "currency": "EUR",
+    "channel": "POS",
+    "mcc": 0,
+    "device_id": None,
+    "ip": None,
+    "latitude": None,
+    "longitude": None,
+    "country": None,
+}
+EVENT_COLUMNS = (*REQUIRED[:5], *OPTIONAL_DEFAULTS)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnMap:
+    """Which column of the user's file holds each field (None = absent)."""
+
+    transaction_id: str = "transaction_id"
+    event_time: str = "event_time"
+    customer_id: str = "customer_id"
+    terminal_id: str = "terminal_id"
+    amount: str = "amount"
+    is_fraud: str = "is_fraud"
+    device_id: str | None = "device_id"
+    latitude: str | None = "latitude"
+    longitude: str | None = "longitude"
+    channel: str | None = "channel"
+    mcc: str | None = "mcc"
+    currency: str | None = "currency"
+    country: str | None = "country"
+    ip: str | None = "ip"
+    # How `amount` is expressed: "minor" (cents, integers) or "major" (e.g. 12.34).
+    amount_unit: str = "minor"
+
+    @classmethod
+    def parse(cls, spec: str) -> ColumnMap:
+        """From 'field=column,field=column' (the CLI's --columns)."""
+        known = {f.name for f in fields(cls)}
+        kwargs: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep or key not in known:
+                raise DataError(f"bad column mapping '{part}': expected field=column with field in {sorted(known)}")
+            kwargs[key] = value
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if path.suffix.lower() in (".csv", ".txt"):
+        return pd.read_csv(path)
+    raise DataError(f"{path}: expected a .csv or .parquet file")
+
+
+def normalise(raw: pd.DataFrame, cmap: ColumnMap | None = None) -> pd.DataFrame:
+    """Map a user's table onto fraudstream's columns, time-ordered; DataError when unusable."""
+    cmap = cmap or ColumnMap()
+    missing = [f for f in REQUIRED if getattr(cmap, f) not in raw.columns]
+    if missing:
+        names = ", ".join(f"{f} (column '{getattr(cmap, f)}')" for f in missing)
+        raise DataError(f"missing required columns: {names}")
+    df = pd.DataFrame({f: raw[getattr(cmap, f)] for f in REQUIRED})
+    df["event_time"] = _to_epoch_ms(df["event_time"])
+    amount = pd.to_numeric(df["amount"], errors="coerce")
+    if amount.isna().any():
+        raise DataError(f"{int(amount.isna().sum())} rows have a non-numeric amount")
+    df["amount"] = (amount * 100 if cmap.amount_unit == "major" else amount).round().astype(np.int64)
+    df["is_fraud"] = df["is_fraud"].astype(bool)
+    for col in ("transaction_id", "customer_id", "terminal_id"):
+        df[col] = df[col].astype(str)
+    for f, default in OPTIONAL_DEFAULTS.items():
+        src = getattr(cmap, f)
+        df[f] = raw[src].to_numpy() if src is not None and src in raw.columns else default
+    df["mcc"] = pd.to_numeric(df["mcc"], errors="coerce").fillna(0).astype(np.int32)
+    df["channel"] = df["channel"].fillna("POS").astype(str).str.upper()
+    if "scenario" in raw.columns:
+        df["scenario"] = raw["scenario"].astype(str)
+    if df["transaction_id"].duplicated().any():
+        raise DataError("transaction ids are not unique")
+    return df.sort_values(["event_time", "transaction_id"], kind="stable", ignore_index=True)
+
+
+def _to_epoch_ms(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_integer_dtype(col):
+        return col.astype(np.int64)
+    if pd.api.types.is_float_dtype(col):
+        return col.round().astype(np.int64)
+    parsed = pd.to_datetime(col, utc=True, errors="coerce")
+    if parsed.isna().any():
+        raise DataError(f"{int(parsed.isna().sum())} rows have an unreadable timestamp")
+    return (parsed.astype("int64") // 1_000_000).astype(np.int64)
+
+
+def _clean(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def to_events(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as Transaction-shaped dicts (nulls as None, numpy scalars as Python)."""
+    cols = [c for c in EVENT_COLUMNS if c in df.columns]
+    return [{k: _clean(v) for k, v in zip(cols, row, strict=True)} for row in df[cols].itertuples(index=False)]
+
+
+def to_label_events(labels: pd.DataFrame) -> list[dict[str, Any]]:
+    """Label rows as dicts, sorted by label_time."""
+    ordered = labels.sort_values("label_time", kind="stable")
+    return [{k: _clean(v) for k, v in row.items()} for row in ordered.to_dict("records")]
+
+
+def labels_from_history(df: pd.DataFrame, delay_days: float) -> pd.DataFrame:
+    """For a user's history without label times: each fraud reported `delay_days` after it happened."""
+    frauds = df[df["is_fraud"]]
+    return pd.DataFrame(
+        {
+            "transaction_id": frauds["transaction_id"].to_numpy(),
+            "customer_id": frauds["customer_id"].to_numpy(),
+            "terminal_id": frauds["terminal_id"].to_numpy(),
+            "is_fraud": True,
+            "label_time": frauds["event_time"].to_numpy() + int(delay_days * 86_400_000),
+            "event_time": frauds["event_time"].to_numpy(),
+            "source": "history",
+        }
+    )
+
+
+def fingerprint(df: pd.DataFrame) -> str:
+    """A content hash of the columns training depends on."""
+    h = hashlib.sha256()
+    for col in (*REQUIRED,):
+        h.update(pd.util.hash_pandas_object(df[col], index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def as_mapping(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of an event with clean Python values."""
+    return {k: _clean(v) for k, v in row.items()}

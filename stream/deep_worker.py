@@ -1,0 +1,96 @@
+"""Stage 2: the deep worker. Micro-batches the buffer topic through the hybrid
+model of the version stage 1 used for each record, and publishes decisions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from confluent_kafka import Message
+
+from models.features import FEATURE_NAMES
+from stream.codec import Codec, Decoded, Failure
+from stream.config import DeepSettings, Topics
+from stream.dlq import Record, dlq_record
+from stream.errors import ArtifactError, ValidationError
+from stream.policy import OUTCOME_NAMES, Outcome, Route, deep_outcomes, top_reasons
+from stream.registry import ModelRegistry
+from stream.runtime import DeviceRunner, pick_device
+from stream.scorer import decision_record
+
+
+class DeepWorker:
+    """The per-batch work of stage 2; the Kafka loop lives in `stream.stage`."""
+
+    def __init__(self, codec: Codec, models: ModelRegistry, topics: Topics, settings: DeepSettings) -> None:
+        self.codec = codec
+        self.models = models
+        self.topics = topics
+        self.settings = settings
+        self.device: torch.device = pick_device(settings.device)
+        self._runners: dict[str, DeviceRunner] = {}
+        self.runner(models.current().version).warm_up()
+
+    def runner(self, version: str) -> DeviceRunner:
+        r = self._runners.get(version)
+        if r is None:
+            net = self.models.get(version).deep
+            r = DeviceRunner(net, self.device, self.settings.pad_sizes, self.settings.gpu_memory_fraction)
+            self._runners[version] = r
+        return r
+
+    def process(self, messages: Sequence[Message]) -> list[Record]:
+        """Outputs of one batch: decisions and DLQ records."""
+        self.models.refresh()
+        batch = self.codec.decode_messages("ScoredTransaction", messages)
+        out: list[Record] = [dlq_record(self.topics.dlq, f, "deep") for f in batch.errs]
+        by_version: dict[str, list[Decoded]] = {}
+        for d in batch.oks:
+            by_version.setdefault(d.value["model_version"], []).append(d)
+        for version, group in by_version.items():
+            try:
+                out.extend(self.decide(version, group))
+            except (ValidationError, ArtifactError) as exc:
+                # The whole group is unusable for this model: dead-letter it, keep the stream going.
+                out.extend(
+                    dlq_record(self.topics.dlq, Failure(self._raw(d, messages), type(exc).__name__, str(exc), d.source), "deep")
+                    for d in group
+                )
+        return out
+
+    @staticmethod
+    def _raw(d: Decoded, messages: Sequence[Message]) -> bytes | None:
+        for m in messages:
+            if m.partition() == d.source.partition and m.offset() == d.source.offset:
+                return m.value()
+        return None
+
+    def decide(self, version: str, group: Sequence[Decoded]) -> list[Record]:
+        bundle = self.models.get(version)
+        runner = self.runner(version)
+        x = np.array([d.value["features"] for d in group], dtype=np.float32)
+        margin = np.array([d.value["xgb_margin"] for d in group], dtype=np.float32)
+        leaves = np.array([d.value["leaf_indices"] for d in group], dtype=np.int32)
+        if leaves.ndim != 2:
+            raise ValidationError("leaf index lists differ in length within the batch")
+        p = runner.scores(x, margin, leaves)
+        th = bundle.thresholds
+        outcomes = deep_outcomes(p, np.full(len(p), th.review_above), np.full(len(p), th.deep_block_above))
+        flagged = np.flatnonzero(outcomes != Outcome.APPROVE)
+        reasons: dict[int, list[tuple[str, float, float]]] = {}
+        if flagged.size:
+            gxi = runner.gradient_x_input(x[flagged], margin[flagged], leaves[flagged])
+            reasons = dict(zip(flagged.tolist(), top_reasons(gxi, x[flagged], FEATURE_NAMES), strict=True))
+        decided = int(time.time() * 1000)
+        out: list[Record] = []
+        for i, d in enumerate(group):
+            v = d.value
+            tx = v["transaction"]
+            rec = decision_record(
+                tx, OUTCOME_NAMES[outcomes[i]], float(p[i]), float(v["xgb_score"]), float(p[i]), Route.DEEP.name,
+                reasons.get(i, []), "deep", version, v["arm"], int(v["ingest_time"]), decided,
+            )  # fmt: skip
+            out.append((self.topics.decisions, tx["transaction_id"].encode(), self.codec.encode("Decision", rec), []))
+        return out

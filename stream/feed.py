@@ -1,0 +1,65 @@
+"""Produce simulated (or recorded) transactions to Kafka at a given rate, with
+fraud labels following once simulated time passes their label time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Producer
+
+from stream.codec import Codec
+from stream.config import KafkaSettings
+
+
+def produce_stream(
+    kafka: KafkaSettings,
+    events: Sequence[Mapping[str, Any]],
+    rate: float,
+    labels: Sequence[Mapping[str, Any]] = (),
+    on_progress: Callable[[int], None] | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> tuple[int, int]:
+    """Produce `events` (keyed by customer id) at `rate` per second (0 = as fast as possible).
+
+    Returns (transactions sent, labels sent).
+    """
+    codec = Codec()
+    producer = Producer(kafka.producer_config(None, client_id="fraudstream-feed"))
+    topics = kafka.topics
+    wanted = {"transaction_id", "event_time", "customer_id", "terminal_id", "amount", "currency", "channel", "mcc",
+              "device_id", "ip", "latitude", "longitude", "country"}  # fmt: skip
+    label_fields = {"transaction_id", "customer_id", "terminal_id", "is_fraud", "label_time", "event_time", "source"}
+    li = sent_labels = 0
+    start = time.monotonic()
+    for i, ev in enumerate(events):
+        if stop():
+            break
+        tx = {k: v for k, v in ev.items() if k in wanted}
+        _produce(producer, topics.transactions, codec.encode("Transaction", tx), tx["customer_id"].encode())
+        while li < len(labels) and int(labels[li]["label_time"]) <= int(tx["event_time"]):
+            lab = {k: v for k, v in labels[li].items() if k in label_fields}
+            _produce(producer, topics.labels, codec.encode("Label", lab), lab["transaction_id"].encode())
+            li += 1
+            sent_labels += 1
+        if rate > 0 and i % 50 == 49:
+            ahead = (i + 1) / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+            producer.poll(0)
+            if on_progress is not None:
+                on_progress(i + 1)
+    producer.flush(30)
+    if on_progress is not None:
+        on_progress(len(events))
+    return len(events), sent_labels
+
+
+def _produce(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key)
+            return
+        except BufferError:
+            producer.poll(0.05)

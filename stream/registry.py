@@ -1,0 +1,59 @@
+"""Loaded model versions for the stages, swapped between batches (hot reload).
+
+`ModelRegistry.current()` is the promoted version ('latest' follows the CURRENT
+pointer); `get(version)` loads any version once and keeps it, so the deep worker
+can score a record with the version stage 1 used for it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import structlog
+
+from models.artifacts import CURRENT, ModelBundle, load_bundle, resolve
+
+log = structlog.get_logger("fraudstream.registry")
+
+
+class ModelRegistry:
+    def __init__(self, root: Path, version: str) -> None:
+        self.root = root
+        self.requested = version
+        self._bundles: dict[str, ModelBundle] = {}
+        self._pointer_mtime = self._mtime()
+        self._current = self.get(resolve(root, version).name)
+
+    def _mtime(self) -> float:
+        try:
+            return os.stat(self.root / CURRENT).st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def get(self, version: str) -> ModelBundle:
+        """A version's bundle, loaded on first use."""
+        bundle = self._bundles.get(version)
+        if bundle is None:
+            bundle = load_bundle(self.root / version)
+            self._bundles[version] = bundle
+            log.info("model_loaded", version=version, trees=bundle.n_trees)
+        return bundle
+
+    def current(self) -> ModelBundle:
+        return self._current
+
+    def refresh(self) -> bool:
+        """Between batches: follow a promotion of 'latest'. True when the version changed."""
+        if self.requested != "latest":
+            return False
+        mtime = self._mtime()
+        if mtime == self._pointer_mtime:
+            return False
+        self._pointer_mtime = mtime
+        new = self.get(resolve(self.root, "latest").name)
+        changed = new.version != self._current.version
+        if changed:
+            log.info("model_promoted", old=self._current.version, new=new.version)
+        self._current = new
+        return changed

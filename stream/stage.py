@@ -1,0 +1,151 @@
+"""The consume → process → produce loop shared by the stages: a thin shell.
+
+A stage supplies `process(messages) -> outputs`; the loop micro-batches, hands
+the batch to the checkpoint (one Kafka transaction per batch) and, when a
+dependency fails transiently, aborts, rewinds and backs off. SIGTERM/SIGINT stop
+the loop between batches: the open batch finishes or is aborted, then the
+consumer closes — nothing is lost.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+import structlog
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
+from stream.batching import collect
+from stream.checkpoint import Checkpoint
+from stream.config import BatchSettings, KafkaSettings
+from stream.dlq import Record
+from stream.errors import BrokerError, TransientError
+
+Process = Callable[[Sequence[Message]], list[Record]]
+
+log = structlog.get_logger("fraudstream.stage")
+
+
+@dataclass
+class StageStats:
+    batches: int = 0
+    records: int = 0
+    outputs: int = 0
+    retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (or by hand); the loop checks it between batches."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+    def install(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("stop_requested", signal=signal.Signals(signum).name)
+            self._event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+class StageLoop:
+    """Runs one stage until stopped."""
+
+    def __init__(
+        self,
+        name: str,
+        kafka: KafkaSettings,
+        group_id: str,
+        topic: str,
+        transactional_id: str | None,
+        batch: BatchSettings,
+        process: Process,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self.batch = batch
+        self.process = process
+        self.clock = clock
+        self.stats = StageStats()
+        self.log = log.bind(stage=name, topic=topic, group=group_id)
+        self.consumer = Consumer(kafka.consumer_config(group_id, client_id=f"fraudstream-{name}"))
+        eos = kafka.exactly_once
+        self.producer = Producer(kafka.producer_config(transactional_id if eos else None, client_id=f"fraudstream-{name}"))
+        self.checkpoint = Checkpoint(self.consumer, self.producer, eos)
+
+    def _on_assign(self, _c: Consumer, parts: list[TopicPartition]) -> None:
+        self.log.info("partitions_assigned", partitions=[p.partition for p in parts])
+
+    def _on_revoke(self, _c: Consumer, parts: list[TopicPartition]) -> None:
+        # Batches are committed or aborted before the next consume call, and revocation
+        # only happens inside that call: no transaction is open here.
+        self.log.info("partitions_revoked", partitions=[p.partition for p in parts])
+
+    def run(self, stop: StopFlag, max_idle_s: float | None = None) -> StageStats:
+        """Consume until `stop` is set (or, with max_idle_s, until the topic stays quiet that long)."""
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        backoff = 0.1
+        last_data = self.clock()
+        try:
+            while not stop:
+                msgs = collect(self._consume, self.batch.max_rows, self.batch.max_wait_ms / 1000, self.clock)
+                if not msgs:
+                    if max_idle_s is not None and self.clock() - last_data > max_idle_s:
+                        break
+                    continue
+                last_data = self.clock()
+                try:
+                    outputs = self.process(msgs)
+                    self.checkpoint.commit(msgs, outputs)
+                except TransientError as exc:
+                    if isinstance(exc, BrokerError):
+                        self._raise_if_fatal(exc)
+                    else:
+                        self.checkpoint.abort(msgs)
+                    self.stats.retries += 1
+                    self.log.warning("batch_retry", error=type(exc).__name__, reason=str(exc), backoff_s=backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.1
+                self.stats.batches += 1
+                self.stats.records += len(msgs)
+                self.stats.outputs += len(outputs)
+        finally:
+            self.close()
+        return self.stats
+
+    def _raise_if_fatal(self, exc: BrokerError) -> None:
+        cause = exc.__cause__
+        if isinstance(cause, KafkaException) and cause.args and cause.args[0].fatal():
+            # Fenced by a newer instance with our transactional id: this process must stop.
+            raise exc
+
+    def _consume(self, num: int, timeout: float) -> list[Message]:
+        msgs = self.consumer.consume(num, timeout)
+        good = []
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                good.append(m)
+            else:
+                self.log.warning("consume_error", error=str(err))
+        return good
+
+    def close(self) -> None:
+        self.producer.flush(10)
+        self.consumer.close()
+        self.log.info("stage_stopped", batches=self.stats.batches, records=self.stats.records)
