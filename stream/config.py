@@ -75,8 +75,14 @@ class KafkaSettings(_Strict):
         """librdkafka settings for the AdminClient."""
         return self._common() | {"client.id": "fraudstream-admin"}
 
-    def consumer_config(self, group_id: str, *, client_id: str = "fraudstream") -> dict[str, Any]:
-        """librdkafka settings for a consumer of our pipeline; the one translation point."""
+    def consumer_config(
+        self, group_id: str, *, client_id: str = "fraudstream", instance_id: str | None = None
+    ) -> dict[str, Any]:
+        """librdkafka settings for a consumer of our pipeline; the one translation point.
+
+        With `instance_id` the consumer is a static group member: a restarted
+        replica with the same id takes its partitions back without a rebalance.
+        """
         conf = self._common() | {
             "group.id": group_id,
             "client.id": client_id,
@@ -89,6 +95,8 @@ class KafkaSettings(_Strict):
             "fetch.wait.max.ms": 5,
             "enable.partition.eof": False,
         }
+        if instance_id is not None:
+            conf["group.instance.id"] = instance_id
         return conf | dict(self.extra)
 
     def producer_config(self, transactional_id: str | None, *, client_id: str = "fraudstream") -> dict[str, Any]:

@@ -69,7 +69,7 @@ class StageLoop:
         kafka: KafkaSettings,
         group_id: str,
         topic: str,
-        transactional_id: str | None,
+        transactional_id: str,
         batch: BatchSettings,
         process: Process,
         clock: Callable[[], float] = time.monotonic,
@@ -81,7 +81,8 @@ class StageLoop:
         self.clock = clock
         self.stats = StageStats()
         self.log = log.bind(stage=name, topic=topic, group=group_id)
-        self.consumer = Consumer(kafka.consumer_config(group_id, client_id=f"fraudstream-{name}"))
+        # The transactional id doubles as the static member id: both name this replica.
+        self.consumer = Consumer(kafka.consumer_config(group_id, client_id=f"fraudstream-{name}", instance_id=transactional_id))
         eos = kafka.exactly_once
         self.producer = Producer(kafka.producer_config(transactional_id if eos else None, client_id=f"fraudstream-{name}"))
         self.checkpoint = Checkpoint(self.consumer, self.producer, eos)

@@ -1,0 +1,153 @@
+"""The whole pipeline as processes against the real broker and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Message, Producer
+
+from models.artifacts import save_bundle
+from models.dataset import to_events
+from models.simulator import SimConfig, Simulation, simulate
+from models.training import TrainConfig, train_models
+from stream.codec import Codec
+from stream.config import Settings, load_settings
+from stream.feed import produce_stream
+from stream.testing import LocalInfra
+from stream.topics import ensure_topics, pipeline_topics
+
+# Enough customers that 20,000 transactions span less than the 7-day label delay: terminal
+# features then do not depend on how far one partition runs ahead of another in a burst.
+SIM = SimConfig(n_customers=2500, n_terminals=600, days=35, seed=7)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    root: Path
+    version: str
+    sim: Simulation
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    sim = simulate(SIM)
+    result = train_models(sim.transactions, sim.labels, TrainConfig(seed=7))
+    root = tmp_path_factory.mktemp("artifacts")
+    save_bundle(root / "v1", result.booster, result.deep, result.mlp_only, result.thresholds, {**result.extra})
+    return TrainedModel(root, "v1", sim)
+
+
+@dataclass
+class Pipeline:
+    """One isolated pipeline: its own topics, groups, Redis namespace and processes."""
+
+    env: dict[str, str]
+    settings: Settings
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, kind: str, instance: str = "0") -> subprocess.Popen[bytes]:
+        name = f"{kind}-{instance}"
+        old = self.procs.get(name)
+        if old is not None and old.poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        # The child keeps its own copy of the descriptor; ours closes at once.
+        with open(self.logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "stream", kind, "--instance", instance], env=self.env, stdout=log, stderr=log
+            )
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        return proc.wait(60)
+
+    def stop_all(self) -> dict[str, int]:
+        codes = {}
+        for name, proc in self.procs.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs.items():
+            codes[name] = proc.wait(60)
+        return codes
+
+    def produce(self, events: list[dict[str, Any]], rate: float = 0.0) -> None:
+        produce_stream(self.settings.kafka, events, rate)
+
+    def produce_raw(self, values: list[bytes | None]) -> None:
+        producer = Producer(self.settings.kafka.producer_config(None))
+        for i, v in enumerate(values):
+            producer.produce(self.settings.kafka.topics.transactions, value=v, key=f"bad-{i}".encode())
+        assert producer.flush(30) == 0
+
+    def read(self, topic: str, expected: int, timeout_s: float = 180.0, settle_s: float = 3.0) -> list[Message]:
+        """Every committed record of `topic`: waits for `expected`, then `settle_s` more for extras."""
+        consumer = Consumer(self.settings.kafka.consumer_config(f"reader-{time.time_ns()}"))
+        consumer.subscribe([topic])
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        try:
+            while time.monotonic() < (settle_until or deadline):
+                for m in consumer.consume(1000, 0.5):
+                    if m.error() is None:
+                        out.append(m)
+                if settle_until is None and len(out) >= expected:
+                    settle_until = time.monotonic() + settle_s
+                for name, proc in self.procs.items():
+                    code = proc.poll()
+                    if code not in (None, 0, -signal.SIGKILL, -signal.SIGTERM):
+                        raise RuntimeError(f"{name} exited with {code}; see {self.logs / (name + '.log')}")
+        finally:
+            consumer.close()
+        return out
+
+    def decisions(self, expected: int, timeout_s: float = 180.0) -> list[dict[str, Any]]:
+        msgs = self.read(self.settings.kafka.topics.decisions, expected, timeout_s)
+        batch = Codec().decode_messages("Decision", msgs)
+        assert batch.errs == []
+        return [d.value for d in batch.oks]
+
+
+@pytest.fixture
+def pipeline(infra: LocalInfra, trained: TrainedModel, uid: str, tmp_path: Path) -> Iterator[Pipeline]:
+    topics = {k: f"{k}-{uid}" for k in ("transactions", "ambiguous", "decisions", "labels", "dlq", "shadow")}
+    flow = "{" + ", ".join(f"{k}: {v}" for k, v in topics.items()) + "}"
+    env = {
+        **os.environ,
+        "FRAUDSTREAM_KAFKA_BOOTSTRAP": infra.bootstrap,
+        "FRAUDSTREAM_REDIS_URL": infra.redis_url,
+        "FRAUDSTREAM_KAFKA__TOPICS": flow,
+        "FRAUDSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "FRAUDSTREAM_SCORER__GROUP_ID": f"scorer-{uid}",
+        "FRAUDSTREAM_SCORER__TRANSACTIONAL_ID_PREFIX": f"scorer-{uid}",
+        "FRAUDSTREAM_DEEP__GROUP_ID": f"deep-{uid}",
+        "FRAUDSTREAM_DEEP__TRANSACTIONAL_ID_PREFIX": f"deep-{uid}",
+        "FRAUDSTREAM_LABELS__GROUP_ID": f"labels-{uid}",
+        "FRAUDSTREAM_REDIS__NAMESPACE": uid,
+        "FRAUDSTREAM_MODEL__DIR": str(trained.root),
+        "FRAUDSTREAM_MODEL__VERSION": trained.version,
+    }
+    settings = load_settings(environ=env)
+    ensure_topics(settings.kafka, pipeline_topics(settings.kafka), partitions=4)
+    p = Pipeline(env, settings, tmp_path)
+    try:
+        yield p
+    finally:
+        p.stop_all()
+
+
+def last_events(sim: Simulation, n: int) -> list[dict[str, Any]]:
+    """The last n transactions of a simulation, time-ordered."""
+    return to_events(sim.transactions.iloc[-n:])
