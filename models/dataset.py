@@ -65,7 +65,7 @@ class ColumnMap:
             if not sep or key not in known:
                 raise DataError(f"bad column mapping '{part}': expected field=column with field in {sorted(known)}")
             kwargs[key] = value
-        return cls(**kwargs)  # type: ignore[arg-type]
+        return cls(**kwargs)
 
 
 def read_table(path: Path) -> pd.DataFrame:

@@ -49,6 +49,10 @@ class DeepArch:
 class HybridNet(nn.Module):
     """logit = MLP([standardized features ‖ xgb margin ‖ mean leaf embedding])."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+    leaf_offsets: torch.Tensor
+
     def __init__(self, arch: DeepArch) -> None:
         super().__init__()
         self.arch = arch
@@ -86,7 +90,8 @@ class HybridNet(nn.Module):
         if self.arch.use_xgb:
             parts.append(margin.unsqueeze(1).to(parts[0].dtype))
             parts.append(self.leaf_emb(leaves + self.leaf_offsets).to(parts[0].dtype))
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+        logits: torch.Tensor = self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+        return logits
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The evaluation table over several seeds, as mean ± std (README's table).
 
-    python -m models.seeds --seeds 0 1 2
+python -m models.seeds --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -29,16 +29,16 @@ def main() -> None:
         sim = simulate(SimConfig(seed=seed))
         result = train_models(sim.transactions, sim.labels, TrainConfig(seed=seed))
         seconds.append(time.perf_counter() - t)
-        for model, metrics in result.table.items():
+        for model, row in result.table.items():
             for k in METRICS:
-                rows.setdefault(model, {}).setdefault(k, []).append(metrics[k])
+                rows.setdefault(model, {}).setdefault(k, []).append(row[k])
     lines = ["| model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for model, metrics in rows.items():
         cells = [f"{np.mean(v):.3f} ± {np.std(v):.3f}" for v in (metrics[k] for k in METRICS)]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines.append(f"\nseeds {args.seeds}; simulate + train per seed: {np.mean(seconds):.0f} s mean on this machine")
     text = "\n".join(lines)
-    print(text)  # noqa: T201 - this module's output is the table
+    print(text)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"rows": rows, "seconds": seconds}, f, indent=2)

@@ -204,8 +204,11 @@ def _assemble(
     lon = np.where(is_online, np.nan, t_lon[term])
     # Devices are seen for online and contactless (wallet) payments.
     has_dev = is_online | (chan == 4) | far
-    device = np.where(has_dev, np.char.add(np.char.add("d-", cust.astype(str)), np.char.add("-", dev.astype(str))), None)
-    ip = np.where(is_online, np.char.add("10.0.", (cust % 250).astype(str)), None)
+    device = np.full(n, None, dtype=object)
+    names = np.char.add(np.char.add("d-", cust.astype(str)), np.char.add("-", dev.astype(str)))
+    device[has_dev] = names[has_dev]
+    ip = np.full(n, None, dtype=object)
+    ip[is_online] = np.char.add("10.0.", (cust % 250).astype(str))[is_online]
     is_fraud = scenario != ""
     tx = pd.DataFrame(
         {

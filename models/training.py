@@ -60,7 +60,7 @@ def compute_features(tx: pd.DataFrame, labels: pd.DataFrame, delay_days: int) ->
 
 
 def _days(tx: pd.DataFrame) -> np.ndarray:
-    return (tx["event_time"].to_numpy() // DAY_MS).astype(np.int64)
+    return np.asarray(tx["event_time"].to_numpy() // DAY_MS, dtype=np.int64)
 
 
 def band_thresholds(y: np.ndarray, p: np.ndarray, max_fraud_share: float, min_precision: float) -> tuple[float, float]:
@@ -177,13 +177,13 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
             "train_end": int(train_end),
             "test_start": int(test_start),
             "last_day": d1,
-        },  # fmt: skip
+        },
         "rows": {
             "fit": int(fit.sum()),
             "blend": int(blend.sum()),
             "test": int(test.sum()),
             "frauds_test": int(y[test].sum()),
-        },  # fmt: skip
+        },
         "cascade_test": cascade,
         "latency_ms_per_batch": latency,
         "importance_gain": xgbm.importance_gain(booster, FEATURE_NAMES),

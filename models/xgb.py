@@ -89,5 +89,8 @@ def contributions(booster: xgb.Booster, x: np.ndarray, approx: bool = True) -> n
 def importance_gain(booster: xgb.Booster, names: tuple[str, ...]) -> dict[str, float]:
     """Global feature importance by total gain, largest first."""
     raw = booster.get_score(importance_type="total_gain")
-    named = {names[int(k[1:])] if k.startswith("f") and k[1:].isdigit() else k: float(v) for k, v in raw.items()}
+    named = {
+        names[int(k[1:])] if k.startswith("f") and k[1:].isdigit() else k: float(v if not isinstance(v, list) else sum(v))
+        for k, v in raw.items()
+    }
     return dict(sorted(named.items(), key=lambda kv: -kv[1]))

@@ -79,7 +79,8 @@ class Checkpoint:
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers or None)
+                hdrs: list[tuple[str, str | bytes | None]] | None = [(k, v) for k, v in headers] or None
+                self.producer.produce(topic, value=value, key=key, headers=hdrs)
                 return
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain

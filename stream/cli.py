@@ -116,7 +116,8 @@ def train(
         if data is None:
             sim_cfg = SimConfig(days=days, n_customers=customers, seed=seed)
             sim = run_sim(sim_cfg)
-            tx, lab, source = sim.transactions, sim.labels, {"simulated": sim_cfg.to_dict()}
+            source: dict[str, object] = {"simulated": sim_cfg.to_dict()}
+            tx, lab = sim.transactions, sim.labels
         else:
             tx = normalise(read_table(data), ColumnMap.parse(columns) if columns else None)
             lab_file = labels or data.with_name(data.stem + ".labels.parquet")
@@ -209,9 +210,12 @@ def _serve(kind: str, config: Path | None, instance: str, max_idle_s: float | No
 
     settings = _settings(config)
     try:
-        loop = {"score": services.scorer_loop, "deep": services.deep_loop, "labels": services.labels_loop}[kind](
-            settings, instance=instance
-        )
+        if kind == "score":
+            loop = services.scorer_loop(settings, instance=instance)
+        elif kind == "deep":
+            loop = services.deep_loop(settings, instance=instance)
+        else:
+            loop = services.labels_loop(settings, instance=instance)
     except FraudstreamError as exc:
         raise _fail(exc) from exc
     stop = StopFlag()

@@ -75,9 +75,7 @@ class KafkaSettings(_Strict):
         """librdkafka settings for the AdminClient."""
         return self._common() | {"client.id": "fraudstream-admin"}
 
-    def consumer_config(
-        self, group_id: str, *, client_id: str = "fraudstream", instance_id: str | None = None
-    ) -> dict[str, Any]:
+    def consumer_config(self, group_id: str, *, client_id: str = "fraudstream", instance_id: str | None = None) -> dict[str, Any]:
         """librdkafka settings for a consumer of our pipeline; the one translation point.
 
         With `instance_id` the consumer is a static group member: a restarted

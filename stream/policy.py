@@ -82,7 +82,7 @@ def deep_outcomes(deep_p: np.ndarray, review_above: np.ndarray, block_above: np.
 def thresholds_by_row(arm_idx: np.ndarray, per_arm: Sequence[Thresholds], field: str) -> np.ndarray:
     """The threshold `field` of each row's arm, (n,) float32."""
     values = np.array([getattr(t, field) for t in per_arm], dtype=np.float32)
-    return values[arm_idx]
+    return np.asarray(values[arm_idx], dtype=np.float32)
 
 
 def top_reasons(

@@ -75,7 +75,7 @@ class Pipeline:
 
     def stop_all(self) -> dict[str, int]:
         codes = {}
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for name, proc in self.procs.items():

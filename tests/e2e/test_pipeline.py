@@ -20,7 +20,6 @@ from stream.codec import Codec
 from stream.dlq import headers_dict
 from stream.runtime import DeviceRunner
 from stream.testing import sample_transaction
-
 from tests.e2e.conftest import Pipeline, TrainedModel, last_events
 
 pytestmark = pytest.mark.e2e
