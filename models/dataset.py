@@ -115,7 +115,9 @@ def _to_epoch_ms(col: pd.Series) -> pd.Series:
     parsed = pd.to_datetime(col, utc=True, errors="coerce")
     if parsed.isna().any():
         raise DataError(f"{int(parsed.isna().sum())} rows have an unreadable timestamp")
-    return (parsed.astype("int64") // 1_000_000).astype(np.int64)
+    # Resolution-independent (pandas may parse to s, ms, us or ns).
+    epoch = pd.Timestamp(0, tz="UTC")
+    return ((parsed - epoch) // pd.Timedelta(milliseconds=1)).astype(np.int64)
 
 
 def _clean(v: Any) -> Any:

@@ -8,6 +8,7 @@ state dict loaded with `weights_only=True` is the whole model.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -72,7 +73,9 @@ class HybridNet(nn.Module):
 
     def set_scaler(self, x: np.ndarray) -> None:
         """Fit standardization on training features (NaN-aware)."""
-        with np.errstate(all="ignore"):
+        # A column that is missing everywhere (no devices, no geo in a user's history) is expected.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nan_to_num(np.nanmean(x, axis=0), nan=0.0)
             std = np.nan_to_num(np.nanstd(x, axis=0), nan=1.0)
         std[std < 1e-6] = 1.0

@@ -1,0 +1,90 @@
+"""Training end to end on small data: determinism, own-history files, artifact checks (file I/O)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from models.artifacts import load_bundle, save_bundle
+from models.errors import ArtifactError
+from models.features import FEATURE_NAMES
+from models.simulator import SimConfig, simulate
+from models.training import TrainConfig, compute_features, train_models
+from models import xgb as xgbm
+from models.deep import predict_proba
+from stream.cli import app
+
+pytestmark = pytest.mark.integration
+SMALL = SimConfig(n_customers=400, n_terminals=120, days=30, seed=3)
+
+
+def test_same_data_and_seed_give_identical_metrics_and_outputs() -> None:
+    sim = simulate(SMALL)
+    assert simulate(SMALL).transactions.equals(sim.transactions)
+    a = train_models(sim.transactions, sim.labels, TrainConfig(seed=3))
+    b = train_models(sim.transactions, sim.labels, TrainConfig(seed=3))
+    assert a.table == b.table | {k: {**b.table[k], "train_s": a.table[k]["train_s"]} for k in b.table if "train_s" in b.table[k]}
+    assert a.thresholds == b.thresholds
+    x = compute_features(sim.transactions.iloc[-2000:], sim.labels.iloc[:0], 7)
+    ma, mb = xgbm.margins(a.booster, x), xgbm.margins(b.booster, x)
+    np.testing.assert_array_equal(ma, mb)
+    lv = xgbm.leaves(a.booster, x)
+    np.testing.assert_array_equal(predict_proba(a.deep, x, ma, lv), predict_proba(b.deep, x, mb, lv))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sim = simulate(SMALL)
+    r = train_models(sim.transactions, sim.labels, TrainConfig(seed=3))
+    return save_bundle(tmp_path_factory.mktemp("art") / "v1", r.booster, r.deep, r.mlp_only, r.thresholds, {})
+
+
+def test_artifacts_load_without_pickle_and_reject_damage(saved: Path, tmp_path: Path) -> None:
+    bundle = load_bundle(saved)
+    assert bundle.version == "v1"
+    assert (saved / "xgb.ubj").read_bytes()[:1] == b"{"  # UBJSON object, not a pickle
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(saved, broken)
+    (broken / "deep.pt").write_bytes((broken / "deep.pt").read_bytes()[:-10])
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_bundle(broken)
+    (broken / "deep.pt").unlink()
+    with pytest.raises(ArtifactError, match="missing file deep.pt"):
+        load_bundle(broken)
+    shutil.rmtree(broken)
+    shutil.copytree(saved, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["features"] = manifest["features"][:-1]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=f"expects {len(FEATURE_NAMES) - 1} features"):
+        load_bundle(broken)
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        load_bundle(tmp_path)
+
+
+def test_train_on_a_csv_with_only_the_required_columns(tmp_path: Path) -> None:
+    tx = simulate(SMALL).transactions
+    own = tx[["transaction_id", "event_time", "customer_id", "terminal_id", "amount", "is_fraud"]].rename(
+        columns={"event_time": "ts", "amount": "amt_eur"}
+    )
+    own["ts"] = (own["ts"] // 1000).astype("datetime64[s]").astype(str)  # ISO timestamps
+    own["amt_eur"] = own["amt_eur"] / 100
+    data = tmp_path / "history.csv"
+    own.to_csv(data, index=False)
+    out = tmp_path / "own-v1"
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(data), "--columns", "event_time=ts,amount=amt_eur,amount_unit=major", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(out)
+    assert bundle.manifest["metrics"]["xgboost"]["auc_roc"] > 0.5
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(out), "--data", str(data),
+                                      "--columns", "event_time=ts,amount=amt_eur,amount_unit=major"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "hybrid" in result.output and "xgboost" in result.output

@@ -1,0 +1,131 @@
+"""Each feature pinned on hand-built event sequences."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.features import DAY_MS, FEATURE_NAMES, HOUR_MS, FeatureEngine, OfflineFeatures
+
+T0 = 1_767_225_600_000 + 3 * DAY_MS  # 2026-01-04T00:00Z, a Sunday
+IDX = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+
+def ev(i: int, t: int, amount: int = 10_000, customer: str = "c1", terminal: str = "m1", **kw: object) -> dict:
+    base = {"transaction_id": f"t{i}", "event_time": t, "customer_id": customer, "terminal_id": terminal,
+            "amount": amount, "channel": "POS", "mcc": 5411, "device_id": None, "latitude": None, "longitude": None}  # fmt: skip
+    base.update(kw)
+    return base
+
+
+def run(events: list[dict], labels: list[dict] | None = None, delay: int = 7) -> np.ndarray:
+    return OfflineFeatures(FeatureEngine(delay)).run(events, labels or [], batch=1)
+
+
+def f(row: np.ndarray, name: str) -> float:
+    return float(row[IDX[name]])
+
+
+def test_first_transaction_of_a_customer() -> None:
+    (row,) = run([ev(0, T0 + 10 * HOUR_MS, amount=2_550)])
+    assert f(row, "amount") == pytest.approx(25.5)
+    assert f(row, "log_amount") == pytest.approx(math.log1p(25.5))
+    assert f(row, "hour") == pytest.approx(10.0)
+    assert f(row, "is_weekend") == 1.0
+    assert f(row, "is_night") == 0.0
+    assert f(row, "cust_n_30d") == 0.0
+    assert math.isnan(f(row, "cust_mean_30d"))
+    assert math.isnan(f(row, "secs_since_prev"))
+    assert math.isnan(f(row, "amount_over_mean_30d"))
+    assert f(row, "channel_pos") == 1.0 and f(row, "channel_ecom") == 0.0
+
+
+def test_customer_windows_include_the_edge_only_inside() -> None:
+    t = T0 + 12 * HOUR_MS
+    events = [
+        ev(0, t - 30 * DAY_MS, amount=100),  # exactly 30 days before: outside (window is (t-30d, t])
+        ev(1, t - 30 * DAY_MS + 1, amount=200),  # just inside 30d
+        ev(2, t - DAY_MS, amount=300),  # exactly 1 day before: outside 1d, inside 7d
+        ev(3, t - HOUR_MS + 1, amount=400),  # inside 1h
+        ev(4, t, amount=1000),
+    ]
+    row = run(events)[-1]
+    assert f(row, "cust_n_1h") == 1
+    assert f(row, "cust_n_1d") == 1
+    assert f(row, "cust_n_7d") == 2
+    assert f(row, "cust_n_30d") == 3
+    assert f(row, "cust_mean_30d") == pytest.approx(3.0)
+    assert f(row, "amount_over_mean_30d") == pytest.approx(10.0 / 3.0)
+    assert f(row, "secs_since_prev") == pytest.approx((HOUR_MS - 1) / 1000)
+
+
+def test_new_device_and_distinct_devices() -> None:
+    t = T0 + 12 * HOUR_MS
+    rows = run([
+        ev(0, t, device_id="dA"),
+        ev(1, t + 60_000, device_id="dA"),
+        ev(2, t + 120_000, device_id="dB"),
+        ev(3, t + 180_000),  # no device
+    ])  # fmt: skip
+    assert f(rows[0], "device_new") == 0.0  # first ever transaction: nothing to compare with
+    assert f(rows[1], "device_new") == 0.0
+    assert f(rows[2], "device_new") == 1.0
+    assert f(rows[2], "cust_devices_1d") == 2.0
+    assert f(rows[3], "device_missing") == 1.0
+    assert f(rows[3], "device_new") == 0.0
+
+
+def test_distance_and_speed_from_the_previous_located_transaction() -> None:
+    t = T0 + 12 * HOUR_MS
+    rows = run([
+        ev(0, t, latitude=48.8566, longitude=2.3522),  # Paris
+        ev(1, t + 10 * 60_000),  # no location: skipped for distance
+        ev(2, t + 2 * HOUR_MS, latitude=45.7640, longitude=4.8357),  # Lyon, ~392 km
+    ])  # fmt: skip
+    assert math.isnan(f(rows[0], "dist_prev_km"))
+    assert math.isnan(f(rows[1], "dist_prev_km"))
+    assert f(rows[2], "dist_prev_km") == pytest.approx(392.0, abs=3.0)
+    assert f(rows[2], "speed_kmh") == pytest.approx(f(rows[2], "dist_prev_km") / 2.0, rel=1e-5)
+
+
+def test_terminal_risk_uses_only_days_older_than_the_delay_and_received_labels() -> None:
+    delay = 7
+    day0 = T0 + 12 * HOUR_MS
+    history = [ev(i, day0 + i * 60_000, customer=f"c{i}") for i in range(4)]  # 4 tx at m1 on day 0
+    label = {"transaction_id": "t0", "terminal_id": "m1", "event_time": history[0]["event_time"], "is_fraud": True}
+    # Windows cover whole days [d - delay - w, d - delay): day 0 counts from day delay + 1 on.
+    probe_early = ev(100, day0 + delay * DAY_MS, customer="z")  # day 0 still inside the delay
+    probe_late = ev(101, day0 + (delay + 1) * DAY_MS, customer="y")  # day 0 just old enough
+    late_label = {**label, "label_time": probe_late["event_time"] + 1}  # not yet received
+    got_label = {**label, "label_time": probe_late["event_time"] - 1}
+    early, late = run([*history, probe_early, probe_late], [late_label])[-2:]
+    assert f(early, "term_n_1d") == 0 and f(early, "term_n_7d") == 0
+    assert f(late, "term_n_1d") == 4 and f(late, "term_risk_1d") == 0.0  # label not received yet
+    late_with_label = run([*history, probe_early, probe_late], [got_label])[-1]
+    assert f(late_with_label, "term_risk_1d") == pytest.approx(0.25)
+    assert f(late_with_label, "term_n_30d") == 4
+
+
+def test_missing_optional_fields_do_not_break_anything() -> None:
+    e = {"transaction_id": "x", "event_time": T0, "customer_id": "c", "terminal_id": "m", "amount": 0}
+    (row,) = run([e])
+    assert f(row, "device_missing") == 1.0
+    assert f(row, "mcc") == 0.0
+    assert all(f(row, f"channel_{c}") == 0.0 for c in ("pos", "ecom", "atm", "moto", "contactless"))
+
+
+def test_redelivery_gives_the_same_features_and_counts_nothing_twice() -> None:
+    store = OfflineFeatures(FeatureEngine(7))
+    events = [ev(i, T0 + i * 60_000, amount=1000 * (i + 1)) for i in range(6)]
+    first = store.process(events[:4])
+    again = store.process(events[2:6])  # 2 and 3 re-delivered
+    np.testing.assert_array_equal(again[:2], first[2:4])
+    assert len(store.customers["c1"]) == 6
+    assert store.terminals["m1"].tx == {(T0 // DAY_MS): 6}
+
+
+def test_delay_must_be_at_least_a_day() -> None:
+    with pytest.raises(ValueError, match="delay_days"):
+        FeatureEngine(0)
