@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 INFRA := deploy/local/infra.sh
 
-.PHONY: install prepare up down status demo test lint types unit integration e2e gpu bench clean
+.PHONY: compose-check install prepare up down status demo test lint types unit integration e2e gpu bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,14 @@ $(STAMP): pyproject.toml
 # Kafka jars (Maven) and redis-server (apt), once per machine.
 prepare: $(STAMP)
 	PYTHON=$(PY) bash $(INFRA) prepare
+
+# docker-compose.yml must stay valid: `docker compose` when the plugin is there,
+# else Debian's docker-compose (installed once) validates the same file.
+compose-check:
+	@if docker compose version >/dev/null 2>&1; then docker compose -f docker-compose.yml config -q; \
+	else command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }; \
+	docker-compose -f docker-compose.yml config -q; fi
+	@echo "docker-compose.yml: valid"
 
 up: prepare
 	PYTHON=$(PY) bash $(INFRA) up
@@ -43,7 +51,7 @@ unit: $(STAMP)
 
 # The whole suite that needs no GPU: lint, types, unit, integration and e2e tiers.
 # The test session starts its own broker and Redis on free ports (tests/conftest.py).
-test: prepare lint types
+test: prepare lint types compose-check
 	$(BIN)/pytest -m 'not gpu'
 
 gpu: $(STAMP)

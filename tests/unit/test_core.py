@@ -1,0 +1,126 @@
+"""Pure pieces: routing, arms, micro-batching, metrics, config, and the import rules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.evaluation import auc_roc, average_precision, card_precision_at_k, recall_at_budget
+from stream.batching import collect
+from stream.codec import Codec
+from stream.config import load_settings
+from stream.errors import ConfigError
+from stream.policy import AMBIGUOUS, Arm, Outcome, Route, assign_arms, deep_outcomes, route, top_reasons
+from stream.testing import FakeClock, sample_transaction
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_route_by_band() -> None:
+    p = np.array([0.001, 0.01, 0.5, 0.9, 0.95], dtype=np.float32)
+    got = route(p, np.full(5, 0.01, np.float32), np.full(5, 0.9, np.float32))
+    assert got.tolist() == [Route.XGB_APPROVE, AMBIGUOUS, AMBIGUOUS, Route.XGB_BLOCK, Route.XGB_BLOCK]
+
+
+def test_deep_outcomes() -> None:
+    got = deep_outcomes(np.array([0.1, 0.5, 0.99]), np.full(3, 0.4), np.full(3, 0.95))
+    assert got.tolist() == [Outcome.APPROVE, Outcome.REVIEW, Outcome.BLOCK]
+
+
+def test_arms_are_stable_and_follow_shares() -> None:
+    arms = [Arm("A", 0.9, "v1"), Arm("B", 0.1, "v2")]
+    ids = [f"c-{i}" for i in range(5000)]
+    first = assign_arms(ids, arms)
+    assert np.array_equal(first, assign_arms(ids, arms))
+    assert 0.07 < first.mean() < 0.13
+
+
+def test_top_reasons_keep_positive_contributions_only() -> None:
+    contrib = np.array([[0.5, -1.0, 2.0, 0.0, 0.1, 0.3]])
+    values = np.arange(6, dtype=np.float32)[None, :]
+    (reasons,) = top_reasons(contrib, values, ["a", "b", "c", "d", "e", "f"])
+    assert [r[0] for r in reasons] == ["c", "a", "f", "e"]
+
+
+def test_micro_batch_stops_at_rows_or_wait() -> None:
+    clock = FakeClock()
+    feed = [[1, 2], [3], [4, 5, 6]]
+
+    def consume(n: int, _timeout: float) -> list[int]:
+        clock.advance(0.004)
+        return feed.pop(0)[:n] if feed else []
+
+    assert collect(consume, max_rows=3, max_wait_s=1.0, clock=clock) == [1, 2, 3]
+    feed[:] = [[1], [], [], [], [2]]
+    assert collect(consume, max_rows=100, max_wait_s=0.01, clock=clock) == [1]  # deadline hit after 3 polls
+    assert collect(lambda n, t: [], max_rows=10, max_wait_s=0.01, clock=clock) == []
+
+
+def test_metrics_on_hand_computed_cases() -> None:
+    y = np.array([0, 0, 1, 1], dtype=bool)
+    assert auc_roc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert average_precision(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx((1 + 2 / 3) / 2)
+    assert recall_at_budget(y, np.array([0.1, 0.4, 0.35, 0.8]), budget=0.25) == pytest.approx(0.5)
+    t = np.array([0, 0, 86_400_000, 86_400_000])
+    cards = np.array(["a", "b", "a", "b"])
+    # day 0: top-1 card is b (0.4), not fraud; day 1: top card b (0.8), fraud
+    assert card_precision_at_k(t, cards, y, np.array([0.1, 0.4, 0.35, 0.8]), k=1) == pytest.approx(0.5)
+
+
+def test_unknown_and_mistyped_config_keys_are_named() -> None:
+    with pytest.raises(ConfigError, match="unknown config key 'scorer.batch.max_rowz'"):
+        load_settings(environ={"FRAUDSTREAM_SCORER__BATCH__MAX_ROWZ": "5"})
+    with pytest.raises(ConfigError, match="config key 'deep.gpu_memory_fraction'"):
+        load_settings(environ={"FRAUDSTREAM_DEEP__GPU_MEMORY_FRACTION": "1.5"})
+    with pytest.raises(ConfigError, match="config key 'kafka.processing'"):
+        load_settings(environ={"FRAUDSTREAM_KAFKA__PROCESSING": "twice"})
+    s = load_settings(environ={"FRAUDSTREAM_KAFKA_BOOTSTRAP": "h:1", "FRAUDSTREAM_KAFKA__PROCESSING": "at_least_once"})
+    assert s.kafka.bootstrap == "h:1" and not s.kafka.exactly_once
+    assert s.kafka.consumer_config("g")["isolation.level"] == "read_committed"
+
+
+GOOD = Codec().encode("Transaction", sample_transaction(5))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_escape_the_batch_decoder(raw: bytes) -> None:
+    batch = Codec().decode_values("Transaction", [raw, GOOD])
+    assert len(batch.oks) + len(batch.errs) == 2
+    assert batch.oks[-1].value["transaction_id"] == "tx-00000005"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(GOOD) - 1), st.integers(0, 255), st.integers(0, len(GOOD)))
+def test_mutated_records_never_escape_the_batch_decoder(pos: int, byte: int, cut: int) -> None:
+    mutated = (GOOD[:pos] + bytes([byte]) + GOOD[pos + 1 :])[:cut]
+    batch = Codec().decode_values("Transaction", [mutated])
+    assert len(batch.oks) + len(batch.errs) == 1
+    for f in batch.errs:
+        assert f.raw == mutated and f.reason
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "models").glob("*.py")), ids=lambda p: p.name)
+def test_models_import_no_kafka_redis_or_stream(path: Path) -> None:
+    assert not _imports(path) & {"confluent_kafka", "redis", "stream"}
+
+
+@pytest.mark.parametrize("name", ["policy.py", "batching.py", "errors.py"])
+def test_pure_stream_modules_import_no_io(name: str) -> None:
+    assert not _imports(REPO / "stream" / name) & {"confluent_kafka", "redis"}
