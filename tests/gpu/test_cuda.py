@@ -37,4 +37,4 @@ def test_cuda_fp16_matches_cpu_and_reports_rows_per_second() -> None:
         gpu.scores(x, margin, leaves)
     torch.cuda.synchronize()
     rate = 20 * len(x) / (time.perf_counter() - start)
-    print(f"{torch.cuda.get_device_name(0)}: {rate:,.0f} rows/s (fp16, padded batches of 1024)")  # noqa: T201
+    print(f"{torch.cuda.get_device_name(0)}: {rate:,.0f} rows/s (fp16, padded batches of 1024)")
