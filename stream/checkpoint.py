@@ -44,6 +44,19 @@ def first_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o) for (t, p), o in sorted(first.items())]
 
 
+def produce(
+    producer: Producer, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]] | None = None
+) -> None:
+    """Produce, waiting for delivery reports to drain the local queue when it is full."""
+    hdrs: list[tuple[str, str | bytes | None]] | None = [(k, v) for k, v in headers] if headers else None
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=hdrs)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 class Checkpoint:
     """Commits one batch's outputs and offsets together."""
 
@@ -62,7 +75,7 @@ class Checkpoint:
             if self.exactly_once:
                 self.producer.begin_transaction()  # 1
             for topic, key, value, headers in outputs:  # 2
-                self._produce(topic, key, value, headers)
+                produce(self.producer, topic, value, key, headers)
             if self.exactly_once:
                 self.producer.send_offsets_to_transaction(  # 3
                     offsets, self.consumer.consumer_group_metadata(), self.timeout_s
@@ -75,15 +88,6 @@ class Checkpoint:
         except KafkaException as exc:
             self.abort(messages)
             raise BrokerError(f"batch commit failed: {exc}") from exc
-
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        while True:
-            try:
-                hdrs: list[tuple[str, str | bytes | None]] | None = [(k, v) for k, v in headers] or None
-                self.producer.produce(topic, value=value, key=key, headers=hdrs)
-                return
-            except BufferError:
-                self.producer.poll(0.05)  # local queue full: let deliveries drain
 
     def abort(self, messages: Sequence[Message]) -> None:
         """Abort the open transaction (if any) and rewind to the batch's first offsets."""

@@ -18,8 +18,8 @@ from rich.table import Table
 
 from models.errors import FraudstreamError
 from stream.config import Settings, load_settings
+from stream.infra import run_infra
 from stream.logs import configure
-from stream.testing import INFRA_SCRIPT
 
 app = typer.Typer(help="Real-time fraud detection on Kafka.", no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="Model versions.", no_args_is_help=True)
@@ -47,13 +47,13 @@ def _fail(exc: Exception) -> typer.Exit:
 @app.command()
 def up() -> None:
     """Start the local Kafka (KRaft) and Redis (deploy/local/infra.sh)."""
-    raise typer.Exit(subprocess.call(["/bin/bash", str(INFRA_SCRIPT), "up"], env={**os.environ, "PYTHON": sys.executable}))  # noqa: S603
+    raise typer.Exit(run_infra("up", {**os.environ, "PYTHON": sys.executable}, capture=False).returncode)
 
 
 @app.command()
 def down() -> None:
     """Stop the local Kafka and Redis."""
-    raise typer.Exit(subprocess.call(["/bin/bash", str(INFRA_SCRIPT), "down"]))  # noqa: S603
+    raise typer.Exit(run_infra("down", capture=False).returncode)
 
 
 @app.command()

@@ -187,23 +187,16 @@ class Codec:
 
     def decode_messages(self, name: str, messages: Iterable[Message]) -> DecodedBatch:
         """Decode a consumed batch into good records and failures; never raises per record."""
-        oks: list[Decoded] = []
-        errs: list[Failure] = []
-        for msg in messages:
-            source = source_of(msg)
-            raw = msg.value()
-            try:
-                oks.append(Decoded(self.decode(name, raw), source))
-            except PoisonError as exc:
-                errs.append(Failure(raw, type(exc).__name__, exc.reason, source))
-        return DecodedBatch(oks, errs)
+        return self._decode_all(name, ((m.value(), source_of(m)) for m in messages))
 
     def decode_values(self, name: str, raws: Sequence[bytes | None]) -> DecodedBatch:
         """Decode bare values (no Kafka metadata); used by tools and property tests."""
+        return self._decode_all(name, ((raw, Source("", -1, i, 0, None)) for i, raw in enumerate(raws)))
+
+    def _decode_all(self, name: str, items: Iterable[tuple[bytes | None, Source]]) -> DecodedBatch:
         oks: list[Decoded] = []
         errs: list[Failure] = []
-        for i, raw in enumerate(raws):
-            source = Source("", -1, i, 0, None)
+        for raw, source in items:
             try:
                 oks.append(Decoded(self.decode(name, raw), source))
             except PoisonError as exc:

@@ -54,18 +54,16 @@ class DeepWorker:
                 out.extend(self.decide(version, group))
             except (ValidationError, ArtifactError) as exc:
                 # The whole group is unusable for this model: dead-letter it, keep the stream going.
+                raw = {(m.partition(), m.offset()): m.value() for m in messages}
                 out.extend(
-                    dlq_record(self.topics.dlq, Failure(self._raw(d, messages), type(exc).__name__, str(exc), d.source), "deep")
+                    dlq_record(
+                        self.topics.dlq,
+                        Failure(raw.get((d.source.partition, d.source.offset)), type(exc).__name__, str(exc), d.source),
+                        "deep",
+                    )
                     for d in group
                 )
         return out
-
-    @staticmethod
-    def _raw(d: Decoded, messages: Sequence[Message]) -> bytes | None:
-        for m in messages:
-            if m.partition() == d.source.partition and m.offset() == d.source.offset:
-                return m.value()
-        return None
 
     def decide(self, version: str, group: Sequence[Decoded]) -> list[Record]:
         bundle = self.models.get(version)

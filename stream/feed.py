@@ -9,6 +9,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from stream.checkpoint import produce
 from stream.codec import Codec
 from stream.config import KafkaSettings
 
@@ -37,10 +38,10 @@ def produce_stream(
         if stop():
             break
         tx = {k: v for k, v in ev.items() if k in wanted}
-        _produce(producer, topics.transactions, codec.encode("Transaction", tx), tx["customer_id"].encode())
+        produce(producer, topics.transactions, codec.encode("Transaction", tx), tx["customer_id"].encode())
         while li < len(labels) and int(labels[li]["label_time"]) <= int(tx["event_time"]):
             lab = {k: v for k, v in labels[li].items() if k in label_fields}
-            _produce(producer, topics.labels, codec.encode("Label", lab), lab["transaction_id"].encode())
+            produce(producer, topics.labels, codec.encode("Label", lab), lab["transaction_id"].encode())
             li += 1
             sent_labels += 1
         if rate > 0 and i % 50 == 49:
@@ -54,12 +55,3 @@ def produce_stream(
     if on_progress is not None:
         on_progress(len(events))
     return len(events), sent_labels
-
-
-def _produce(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key)
-            return
-        except BufferError:
-            producer.poll(0.05)

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-INFRA_SCRIPT = REPO / "deploy" / "local" / "infra.sh"
+from stream.infra import run_infra
+
+__all__ = [
+    "FakeClock",
+    "ListSink",
+    "LocalInfra",
+    "free_port",
+    "infra_env",
+    "local_infra",
+    "run_infra",
+    "sample_transaction",
+    "unique",
+]
 
 
 class FakeClock:
@@ -78,18 +88,6 @@ def infra_env(run_dir: Path, kafka_port: int, redis_port: int) -> dict[str, str]
         "FRAUDSTREAM_KAFKA_CONTROLLER_PORT": str(free_port()),
         "FRAUDSTREAM_REDIS_PORT": str(redis_port),
     }
-
-
-def run_infra(command: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run infra.sh up|down|status; the caller checks the return code."""
-    return subprocess.run(  # noqa: S603 - our own script, fixed arguments
-        ["/bin/bash", str(INFRA_SCRIPT), command],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 @contextmanager
