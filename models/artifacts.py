@@ -37,12 +37,16 @@ class Thresholds:
     block_above: float
     review_above: float
     deep_block_above: float
+    fallback_review_above: float  # XGBoost-only REVIEW cut-off in the band, used while the deep stage is down
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in self.__slots__}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Thresholds:
+        d = dict(d)
+        # Versions trained before the fallback threshold existed review the upper half of the band.
+        d.setdefault("fallback_review_above", (float(d.get("approve_below", 0)) + float(d.get("block_above", 1))) / 2)
         try:
             return cls(*(float(d[k]) for k in cls.__slots__))
         except (KeyError, TypeError, ValueError) as exc:

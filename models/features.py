@@ -35,7 +35,12 @@ CHANNELS = ("POS", "ECOM", "ATM", "MOTO", "CONTACTLESS")
 CUSTOMER_WINDOWS = (("1h", HOUR_MS), ("1d", DAY_MS), ("7d", 7 * DAY_MS), ("30d", 30 * DAY_MS))
 TERMINAL_WINDOWS = (1, 7, 30)  # days
 
-HISTORY_DTYPE = np.dtype([("tx", "<u8"), ("ts", "<i8"), ("amount", "<i8"), ("lat", "<f8"), ("lon", "<f8"), ("dev", "<u8")])
+# `src` identifies the delivery (topic/partition/offset) an event came from, 0 offline:
+# the same transaction id from the same record is a re-delivery, from another record a repeat.
+HISTORY_DTYPE = np.dtype(
+    [("tx", "<u8"), ("ts", "<i8"), ("amount", "<i8"), ("lat", "<f8"), ("lon", "<f8"), ("dev", "<u8"), ("src", "<u8")]
+)
+SOURCE_KEY = "_source"  # optional event key: an int naming the record it was read from
 
 FEATURE_NAMES: tuple[str, ...] = (
     "amount",
@@ -83,6 +88,7 @@ class BatchFeatures:
     features: np.ndarray  # (n, F) float32
     customers: dict[str, np.ndarray]  # customer id -> new history (only changed ones)
     terminal_tx: list[tuple[str, int, str]]  # (terminal id, day, transaction id) to count once each
+    repeats: np.ndarray  # (n,) bool: transaction id already seen from another record
 
 
 def _haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -107,10 +113,12 @@ class FeatureEngine:
             raise ValueError("delay_days must be at least 1: same-day terminal counts are not stable")
         self.delay_days = delay_days
 
-    def customer(self, history: np.ndarray, event: Mapping[str, Any], out: np.ndarray) -> np.ndarray | None:
-        """Fill the customer part of `out` (F,); return the new history, or None if unchanged."""
+    def customer(self, history: np.ndarray, event: Mapping[str, Any], out: np.ndarray) -> tuple[np.ndarray | None, bool]:
+        """Fill the customer part of `out` (F,); return (new history or None if unchanged, is a repeat)."""
         tx_hash = stable_hash(event["transaction_id"])
+        src = int(event.get(SOURCE_KEY) or 0)
         seen = np.flatnonzero(history["tx"] == tx_hash)
+        repeat = bool(seen.size) and src != 0 and int(history["src"][seen[0]]) not in (0, src)
         prev = history[: seen[0]] if seen.size else history
         ts = int(event["event_time"])
         amount = event["amount"] / 100.0
@@ -144,10 +152,10 @@ class FeatureEngine:
         out[_IDX["speed_kmh"]] = speed
 
         if seen.size:
-            return None
-        record = np.array([(tx_hash, ts, int(event["amount"]), lat, lon, dev)], dtype=HISTORY_DTYPE)
+            return None, repeat
+        record = np.array([(tx_hash, ts, int(event["amount"]), lat, lon, dev, src)], dtype=HISTORY_DTYPE)
         keep = history[history["ts"] > ts - HISTORY_DAYS * DAY_MS][-(MAX_HISTORY - 1) :]
-        return np.concatenate([keep, record])
+        return np.concatenate([keep, record]), False
 
     def terminal(self, state: TerminalState, event_time: int, out: np.ndarray) -> None:
         """Fill the terminal part of `out` from days older than the label delay."""
@@ -191,6 +199,7 @@ class FeatureEngine:
         current: dict[str, np.ndarray] = {}
         changed: dict[str, np.ndarray] = {}
         terminal_tx: list[tuple[str, int, str]] = []
+        repeats = np.zeros(len(events), dtype=bool)
         empty_term = TerminalState()
         for i, ev in enumerate(events):
             row = feats[i]
@@ -199,14 +208,14 @@ class FeatureEngine:
             if hist is None:
                 hist = customers.get(cid, empty_history())
             self.event_only(ev, row)
-            new = self.customer(hist, ev, row)
+            new, repeats[i] = self.customer(hist, ev, row)
             if new is not None:
                 current[cid] = changed[cid] = new
                 terminal_tx.append((ev["terminal_id"], int(ev["event_time"]) // DAY_MS, ev["transaction_id"]))
             else:
                 current[cid] = hist
             self.terminal(terminals.get(ev["terminal_id"], empty_term), int(ev["event_time"]), row)
-        return BatchFeatures(feats.astype(np.float32), changed, terminal_tx)
+        return BatchFeatures(feats.astype(np.float32), changed, terminal_tx, repeats)
 
 
 class OfflineFeatures:

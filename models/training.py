@@ -162,7 +162,11 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
     review_above, deep_block = deep_thresholds(
         y[b_val], deep_val, in_band, len(b_val), cfg.review_budget, cfg.block_min_precision
     )
-    thresholds = Thresholds(approve_below, block_above, review_above, deep_block)
+    band_all = (xgb_p[blend_idx] >= approve_below) & (xgb_p[blend_idx] < block_above)
+    fallback_review, _ = deep_thresholds(
+        y[blend_idx], xgb_p[blend_idx], band_all, len(blend_idx), cfg.review_budget, cfg.block_min_precision
+    )
+    thresholds = Thresholds(approve_below, block_above, review_above, deep_block, fallback_review)
 
     say("evaluation")
     table, cascade = evaluate_scores(tx[test], x[test], booster, deep, mlp, thresholds, cfg.review_budget)

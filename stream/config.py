@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from stream.errors import ConfigError
+from stream.rules import DEFAULT_RULES, Rule
 
 ENV_PREFIX = "FRAUDSTREAM_"
 ENV_ALIASES = {
@@ -132,6 +133,23 @@ class ScorerSettings(_Strict):
     group_id: str = "fraudstream-scorer"
     batch: BatchSettings = BatchSettings()
     transactional_id_prefix: str = "fraudstream-scorer"
+    max_record_bytes: int = Field(65_536, ge=256, description="larger transaction records go to the DLQ")
+    max_future_skew_s: int = Field(86_400, ge=0, description="event_time this far past the record timestamp is rejected")
+    max_event_age_days: int = Field(0, ge=0, description="older event_time is rejected; 0 = no limit (replays)")
+
+
+class FallbackSettings(_Strict):
+    """The degradation chain: deep → XGB_FALLBACK, XGBoost → RULES, everything → SAFE_DEFAULT."""
+
+    safe_default: Literal["REVIEW", "BLOCK"] = "REVIEW"
+    rules: tuple[Rule, ...] = DEFAULT_RULES
+    rules_no_match: Literal["APPROVE", "REVIEW"] = "APPROVE"
+    xgb_deadline_ms: float = Field(250.0, gt=0, description="a slower XGBoost batch counts as a failure")
+    breaker_failures: int = Field(3, ge=1)
+    breaker_reset_s: float = Field(5.0, gt=0)
+    deep_heartbeat_s: float = Field(3.0, gt=0, description="no worker heartbeat for this long = deep stage down")
+    deep_max_lag: int = Field(50_000, ge=1, description="buffer records not yet decided before falling back")
+    deep_check_interval_s: float = Field(1.0, gt=0)
 
 
 class DeepSettings(_Strict):
@@ -161,6 +179,7 @@ class ModelSettings(_Strict):
 
 class MetricsSettings(_Strict):
     port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics, /healthz, /readyz; 0 = off")
+    host: str = "0.0.0.0"  # noqa: S104 - a service's metrics endpoint must be reachable by the scraper
 
 
 class Settings(_Strict):
@@ -169,6 +188,7 @@ class Settings(_Strict):
     scorer: ScorerSettings = ScorerSettings()
     deep: DeepSettings = DeepSettings()
     labels: LabelSettings = LabelSettings()
+    fallback: FallbackSettings = FallbackSettings()
     model: ModelSettings = ModelSettings()
     metrics: MetricsSettings = MetricsSettings()
     log_format: Literal["console", "json"] = "console"

@@ -15,6 +15,7 @@ from stream.codec import Codec, Decoded, Failure
 from stream.config import DeepSettings, Topics
 from stream.dlq import Record, dlq_record
 from stream.errors import ArtifactError, ValidationError
+from stream.metrics import Metrics
 from stream.policy import OUTCOME_NAMES, Outcome, Route, deep_outcomes, top_reasons
 from stream.registry import ModelRegistry
 from stream.runtime import DeviceRunner, pick_device
@@ -24,8 +25,12 @@ from stream.scorer import decision_record
 class DeepWorker:
     """The per-batch work of stage 2; the Kafka loop lives in `stream.stage`."""
 
-    def __init__(self, codec: Codec, models: ModelRegistry, topics: Topics, settings: DeepSettings) -> None:
+    def __init__(
+        self, codec: Codec, models: ModelRegistry, topics: Topics, settings: DeepSettings, metrics: Metrics | None = None
+    ) -> None:
         self.codec = codec
+        self.metrics = metrics
+        self.decided: list[tuple[str, str, float]] = []
         self.models = models
         self.topics = topics
         self.settings = settings
@@ -44,6 +49,7 @@ class DeepWorker:
     def process(self, messages: Sequence[Message]) -> list[Record]:
         """Outputs of one batch: decisions and DLQ records."""
         self.models.refresh()
+        self.decided = []
         batch = self.codec.decode_messages("ScoredTransaction", messages)
         out: list[Record] = [dlq_record(self.topics.dlq, f, "deep") for f in batch.errs]
         by_version: dict[str, list[Decoded]] = {}
@@ -63,6 +69,9 @@ class DeepWorker:
                     )
                     for d in group
                 )
+        if self.metrics is not None:
+            self.metrics.count_decisions(self.decided)
+            self.metrics.set_model(self.models.current().version)
         return out
 
     def decide(self, version: str, group: Sequence[Decoded]) -> list[Record]:
@@ -90,5 +99,6 @@ class DeepWorker:
                 tx, OUTCOME_NAMES[outcomes[i]], float(p[i]), float(v["xgb_score"]), float(p[i]), Route.DEEP.name,
                 reasons.get(i, []), "deep", version, v["arm"], int(v["ingest_time"]), decided,
             )  # fmt: skip
+            self.decided.append((rec["route"], rec["decision"], rec["latency_ms"]))
             out.append((self.topics.decisions, tx["transaction_id"].encode(), self.codec.encode("Decision", rec), []))
         return out

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from models.features import DAY_MS, HISTORY_DTYPE, FeatureEngine, OfflineFeatures, TerminalState
+from models.features import DAY_MS, HISTORY_DTYPE, BatchFeatures, FeatureEngine, OfflineFeatures, TerminalState
 from stream.errors import FeatureStoreError
 
 # Increment a counter field once per member: KEYS[1] hash, KEYS[2] seen set;
@@ -71,7 +71,7 @@ class RedisFeatureStore:
             pipe.hgetall(self.terminal_key(tid))
         try:
             replies = pipe.execute()
-        except redis.RedisError as exc:
+        except (redis.RedisError, OSError) as exc:
             raise FeatureStoreError(f"feature read failed: {exc}") from exc
         customers = {
             cid: np.frombuffer(blob, dtype=HISTORY_DTYPE).copy()
@@ -81,10 +81,8 @@ class RedisFeatureStore:
         terminals = {tid: _terminal_state(h) for tid, h in zip(terminal_ids, replies[len(customer_ids) :], strict=True)}
         return customers, terminals
 
-    def features(self, events: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Feature vectors of a micro-batch, (n, F) float32; state updated idempotently."""
-        if not events:
-            return np.zeros((0, 0), dtype=np.float32)
+    def features(self, events: Sequence[Mapping[str, Any]]) -> BatchFeatures:
+        """Features of a micro-batch (vectors and repeat flags); state updated idempotently."""
         cids = list(dict.fromkeys(e["customer_id"] for e in events))
         tids = list(dict.fromkeys(e["terminal_id"] for e in events))
         customers, terminals = self.load(cids, tids)
@@ -101,9 +99,9 @@ class RedisFeatureStore:
             )
         try:
             pipe.execute()
-        except redis.RedisError as exc:
+        except (redis.RedisError, OSError) as exc:
             raise FeatureStoreError(f"feature update failed: {exc}") from exc
-        return result.features
+        return result
 
     def apply_labels(self, labels: Sequence[Mapping[str, Any]]) -> int:
         """Count fraud labels into terminal state, once per transaction id; returns labels sent."""
@@ -123,9 +121,17 @@ class RedisFeatureStore:
         if n:
             try:
                 pipe.execute()
-            except redis.RedisError as exc:
+            except (redis.RedisError, OSError) as exc:
                 raise FeatureStoreError(f"label update failed: {exc}") from exc
         return n
+
+    def heartbeat(self, name: str, ttl_s: float) -> None:
+        """Announce that a `name` service is alive for the next ttl_s seconds."""
+        self.client.set(f"hb:{self.ns}:{name}", "1", px=int(ttl_s * 1000))
+
+    def alive(self, name: str) -> bool:
+        """Has any `name` service announced itself within its ttl?"""
+        return bool(self.client.exists(f"hb:{self.ns}:{name}"))
 
     def backfill(self, offline: OfflineFeatures) -> None:
         """Write the state an offline run built (warm start for a demo or a backtest)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import structlog
 
 from models.artifacts import CURRENT, ModelBundle, load_bundle, resolve
+from models.errors import ArtifactError
 
 log = structlog.get_logger("fraudstream.registry")
 
@@ -24,6 +25,7 @@ class ModelRegistry:
         self._bundles: dict[str, ModelBundle] = {}
         self._pointer_mtime = self._mtime()
         self._current = self.get(resolve(root, version).name)
+        self.broken: str | None = None  # why the promoted version cannot be used, if it cannot
 
     def _mtime(self) -> float:
         try:
@@ -41,6 +43,9 @@ class ModelRegistry:
         return bundle
 
     def current(self) -> ModelBundle:
+        """The version to score with; ArtifactError while the promoted one cannot be loaded."""
+        if self.broken is not None:
+            raise ArtifactError(self.broken)
         return self._current
 
     def refresh(self) -> bool:
@@ -51,7 +56,14 @@ class ModelRegistry:
         if mtime == self._pointer_mtime:
             return False
         self._pointer_mtime = mtime
-        new = self.get(resolve(self.root, "latest").name)
+        try:
+            new = self.get(resolve(self.root, "latest").name)
+        except ArtifactError as exc:
+            # The operator retired the old version; scoring with it silently would hide the failure.
+            self.broken = str(exc)
+            log.error("promoted_model_unusable", error=str(exc))
+            return False
+        self.broken = None
         changed = new.version != self._current.version
         if changed:
             log.info("model_promoted", old=self._current.version, new=new.version)

@@ -2,114 +2,257 @@
 
 Clear cases become decisions at once; the ambiguous band goes to the buffer
 topic as ScoredTransaction for the deep worker; unreadable records go to the DLQ.
+
+Degradation, decided per batch and recorded in each decision's `route`:
+  deep stage down (no heartbeat / lag over budget) → the band is decided here (XGB_FALLBACK);
+  XGBoost failing, over its deadline or no loadable model → rules (RULES);
+  rules cannot decide (they need features and Redis is down) → safe default (SAFE_DEFAULT).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import numpy as np
+import structlog
 from confluent_kafka import Message
+from xgboost.core import XGBoostError
 
 from models import xgb as xgbm
-from models.features import FEATURE_NAMES, FEATURE_SET_VERSION
-from stream.codec import Codec, Decoded
-from stream.config import Topics
+from models.artifacts import ModelBundle
+from models.features import FEATURE_NAMES, FEATURE_SET_VERSION, SOURCE_KEY, stable_hash
+from stream.breaker import CircuitBreaker
+from stream.codec import Codec, Decoded, Failure
+from stream.config import FallbackSettings, ScorerSettings, Topics
 from stream.dlq import Record, dlq_record
+from stream.errors import ArtifactError, FeatureStoreError
 from stream.featurestore import RedisFeatureStore
-from stream.policy import (
-    AMBIGUOUS,
-    OUTCOME_NAMES,
-    ROUTE_NAMES,
-    Arm,
-    Route,
-    assign_arms,
-    route,
-    stage1_outcomes,
-    thresholds_by_row,
-    top_reasons,
-)
+from stream.metrics import Metrics
+from stream.policy import AMBIGUOUS, OUTCOME_NAMES, ROUTE_NAMES, Outcome, Route, route, top_reasons
 from stream.registry import ModelRegistry
+from stream.rules import evaluate as evaluate_rules
+
+log = structlog.get_logger("fraudstream.scorer")
+
+
+class Level(IntEnum):
+    """How degraded the last batch was; exported as the fallback-level metric."""
+
+    NORMAL = 0
+    XGB_FALLBACK = 1
+    RULES = 2
+    SAFE_DEFAULT = 3
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass
+class ScorerStats:
+    level: Level = Level.NORMAL
+    features_ms: float = 0.0
+    model_ms: float = 0.0
+
+
 class Scorer:
     """The per-batch work of stage 1; the Kafka loop lives in `stream.stage`."""
 
-    def __init__(self, codec: Codec, store: RedisFeatureStore, models: ModelRegistry, topics: Topics) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        store: RedisFeatureStore,
+        models: ModelRegistry,
+        topics: Topics,
+        settings: ScorerSettings,
+        fallback: FallbackSettings,
+        deep_available: Callable[[], bool],
+        clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.codec = codec
         self.store = store
         self.models = models
         self.topics = topics
+        self.settings = settings
+        self.fallback = fallback
+        self.deep_available = deep_available
+        self.clock = clock
+        self.redis_breaker = CircuitBreaker("redis", fallback.breaker_failures, fallback.breaker_reset_s, clock)
+        self.xgb_breaker = CircuitBreaker("xgboost", fallback.breaker_failures, fallback.breaker_reset_s, clock)
+        self.stats = ScorerStats()
+        self.metrics = metrics
+        self.decided: list[tuple[str, str, float]] = []
 
     def process(self, messages: Sequence[Message]) -> list[Record]:
         """Outputs of one batch: decisions, buffer records and DLQ records."""
-        self.models.refresh()
         batch = self.codec.decode_messages("Transaction", messages)
-        out: list[Record] = [dlq_record(self.topics.dlq, f, "scorer") for f in batch.errs]
-        if batch.oks:
-            out.extend(self.score(batch.oks))
+        raws = {(m.partition(), m.offset()): m.value() for m in messages}
+        errs = list(batch.errs)
+        oks = []
+        for d in batch.oks:
+            problem = self.check(d, raws.get((d.source.partition, d.source.offset)))
+            if problem is None:
+                oks.append(d)
+            else:
+                errs.append(problem)
+        out: list[Record] = [dlq_record(self.topics.dlq, f, "scorer") for f in errs]
+        self.decided = []
+        if oks:
+            out.extend(self.score(oks, raws))
+        if self.metrics is not None:
+            self.metrics.count_decisions(self.decided)
+            self.metrics.fallback_level.set(int(self.stats.level))
+            self.metrics.step_seconds.labels("features").observe(self.stats.features_ms / 1000)
+            self.metrics.step_seconds.labels("xgboost").observe(self.stats.model_ms / 1000)
+            if not self.models.broken:
+                self.metrics.set_model(self.models.current().version)
         return out
 
-    def score(self, decoded: Sequence[Decoded]) -> list[Record]:
+    def check(self, d: Decoded, raw: bytes | None) -> Failure | None:
+        """Checks against the record's own metadata: size and event-time plausibility."""
+        size = len(raw or b"")
+        if size > self.settings.max_record_bytes:
+            return Failure(raw, "ValidationError", f"record of {size} bytes exceeds {self.settings.max_record_bytes}", d.source)
+        skew_ms = d.value["event_time"] - d.source.timestamp_ms
+        if skew_ms > self.settings.max_future_skew_s * 1000:
+            return Failure(raw, "ValidationError", f"event_time is {skew_ms / 1000:.0f} s after the record timestamp", d.source)
+        max_age = self.settings.max_event_age_days
+        if max_age and -skew_ms > max_age * 86_400_000:
+            return Failure(raw, "ValidationError", f"event_time is more than {max_age} days old", d.source)
+        return None
+
+    def emit(self, decision: dict[str, Any]) -> Record:
+        """A Decision as an output record; counted for the metrics."""
+        self.decided.append((decision["route"], decision["decision"], decision["latency_ms"]))
+        return (self.topics.decisions, decision["transaction_id"].encode(), self.codec.encode("Decision", decision), [])
+
+    def _model(self) -> ModelBundle | None:
+        try:
+            self.models.refresh()
+            return self.models.current()
+        except ArtifactError as exc:
+            log.error("model_unusable", error=str(exc))
+            return None
+
+    def _features(self, events: list[dict[str, Any]]) -> tuple[np.ndarray | None, np.ndarray]:
+        """(features or None when Redis is down, repeat flags)."""
+        no_repeats = np.zeros(len(events), dtype=bool)
+        if not self.redis_breaker.allow():
+            return None, no_repeats
+        t = self.clock()
+        try:
+            result = self.store.features(events)
+        except FeatureStoreError as exc:
+            self.redis_breaker.failure()
+            log.warning("features_unavailable", error=str(exc), breaker=self.redis_breaker.state.value)
+            return None, no_repeats
+        self.redis_breaker.success()
+        self.stats.features_ms = (self.clock() - t) * 1000
+        return result.features, result.repeats
+
+    def _xgboost(self, bundle: ModelBundle | None, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(margin, probability), or None when XGBoost cannot be used for this batch."""
+        if bundle is None or x is None or not self.xgb_breaker.allow():
+            return None
+        t = self.clock()
+        try:
+            margin = xgbm.margins(bundle.booster, x)
+        except (ValueError, RuntimeError, XGBoostError) as exc:
+            self.xgb_breaker.failure()
+            log.error("xgboost_failed", error=str(exc), breaker=self.xgb_breaker.state.value)
+            return None
+        elapsed_ms = (self.clock() - t) * 1000
+        self.stats.model_ms = elapsed_ms
+        if elapsed_ms > self.fallback.xgb_deadline_ms:
+            self.xgb_breaker.failure()  # this batch's scores stand; repeated slowness opens the breaker
+            log.warning("xgboost_over_deadline", ms=round(elapsed_ms, 1), breaker=self.xgb_breaker.state.value)
+        else:
+            self.xgb_breaker.success()
+        return margin, xgbm.sigmoid(margin)
+
+    def score(self, decoded: Sequence[Decoded], raws: dict[tuple[int | None, int | None], bytes | None]) -> list[Record]:
         """Score decoded transactions; outputs in input order."""
-        bundle = self.models.current()
-        events = [d.value for d in decoded]
-        x = self.store.features(events)
-        margin = xgbm.margins(bundle.booster, x)
-        p = xgbm.sigmoid(margin)
-        arms = [Arm("A", 1.0, bundle.version)]
-        arm_idx = assign_arms([e["customer_id"] for e in events], arms)
-        th = [bundle.thresholds]
-        routes = route(p, thresholds_by_row(arm_idx, th, "approve_below"), thresholds_by_row(arm_idx, th, "block_above"))
-        outcomes = stage1_outcomes(routes)
-        blocked = np.flatnonzero(routes == Route.XGB_BLOCK)
-        reasons: dict[int, list[tuple[str, float, float]]] = {}
-        if blocked.size:
-            contrib = xgbm.contributions(bundle.booster, x[blocked])[:, :-1]
-            reasons = dict(zip(blocked.tolist(), top_reasons(contrib, x[blocked], FEATURE_NAMES), strict=True))
-        ambiguous = np.flatnonzero(routes == AMBIGUOUS)
-        leaves = xgbm.leaves(bundle.booster, x[ambiguous])
-        leaf_row = {int(i): j for j, i in enumerate(ambiguous)}
-        decided = now_ms()
+        events = [{**d.value, SOURCE_KEY: _source_id(d)} for d in decoded]
+        x, repeats = self._features(events)
+        bundle = self._model()
+        scored = self._xgboost(bundle, x)
+        decided_at = now_ms()
         out: list[Record] = []
-        for i, (ev, d) in enumerate(zip(events, decoded, strict=True)):
-            arm = arms[int(arm_idx[i])].name
+        keep = ~repeats
+        for i in np.flatnonzero(repeats).tolist():
+            d = decoded[i]
+            reason = f"transaction id {d.value['transaction_id']} was already decided from another record"
+            out.append(dlq_record(self.topics.dlq, Failure(raws.get((d.source.partition, d.source.offset)),
+                                                           "DuplicateTransaction", reason, d.source), "scorer"))  # fmt: skip
+        if scored is None or bundle is None or x is None:
+            out.extend(self._rules(events, decoded, x, keep, decided_at))
+            return out
+        margin, p = scored
+        th = bundle.thresholds
+        routes = route(p, np.full(len(p), th.approve_below, np.float32), np.full(len(p), th.block_above, np.float32))
+        ambiguous = np.flatnonzero((routes == AMBIGUOUS) & keep)
+        deep_ok = bool(ambiguous.size == 0 or self.deep_available())
+        self.stats.level = Level.NORMAL if deep_ok else Level.XGB_FALLBACK
+        outcome = np.where(routes == Route.XGB_BLOCK, Outcome.BLOCK, Outcome.APPROVE).astype(np.int8)
+        if not deep_ok:
+            band = routes == AMBIGUOUS
+            routes[band] = Route.XGB_FALLBACK
+            outcome[band & (p >= th.fallback_review_above)] = Outcome.REVIEW
+        flagged = np.flatnonzero((outcome != Outcome.APPROVE) & keep)
+        reasons: dict[int, list[tuple[str, float, float]]] = {}
+        if flagged.size:
+            contrib = xgbm.contributions(bundle.booster, x[flagged])[:, :-1]
+            reasons = dict(zip(flagged.tolist(), top_reasons(contrib, x[flagged], FEATURE_NAMES), strict=True))
+        leaves = xgbm.leaves(bundle.booster, x[ambiguous]) if deep_ok else np.zeros((0, 0), np.int32)
+        leaf_row = {int(i): j for j, i in enumerate(ambiguous)}
+        for i in np.flatnonzero(keep).tolist():
+            ev, d = decoded[i].value, decoded[i]
             if routes[i] == AMBIGUOUS:
-                scored = {
-                    "transaction": ev,
-                    "features": x[i].tolist(),
-                    "feature_set_version": FEATURE_SET_VERSION,
-                    "xgb_score": float(p[i]),
-                    "xgb_margin": float(margin[i]),
-                    "leaf_indices": leaves[leaf_row[i]].tolist(),
-                    "model_version": bundle.version,
-                    "arm": arm,
-                    "ingest_time": d.source.timestamp_ms,
-                    "scored_at": decided,
-                    "source_partition": d.source.partition,
-                    "source_offset": d.source.offset,
-                }
-                out.append(
-                    (
-                        self.topics.ambiguous,
-                        ev["customer_id"].encode(),
-                        self.codec.encode("ScoredTransaction", scored),
-                        [],
-                    )
-                )
+                record = {
+                    "transaction": ev, "features": x[i].tolist(), "feature_set_version": FEATURE_SET_VERSION,
+                    "xgb_score": float(p[i]), "xgb_margin": float(margin[i]), "leaf_indices": leaves[leaf_row[i]].tolist(),
+                    "model_version": bundle.version, "arm": "A", "ingest_time": d.source.timestamp_ms, "scored_at": decided_at,
+                    "source_partition": d.source.partition, "source_offset": d.source.offset,
+                }  # fmt: skip
+                buffered = self.codec.encode("ScoredTransaction", record)
+                out.append((self.topics.ambiguous, ev["customer_id"].encode(), buffered, []))
                 continue
             decision = decision_record(
-                ev, OUTCOME_NAMES[outcomes[i]], float(p[i]), float(p[i]), None, ROUTE_NAMES[routes[i]],
-                reasons.get(i, []), "xgb", bundle.version, arm, d.source.timestamp_ms, decided,
+                ev, OUTCOME_NAMES[outcome[i]], float(p[i]), float(p[i]), None, ROUTE_NAMES[routes[i]],
+                reasons.get(i, []), "xgb", bundle.version, "A", d.source.timestamp_ms, decided_at,
             )  # fmt: skip
-            out.append((self.topics.decisions, ev["transaction_id"].encode(), self.codec.encode("Decision", decision), []))
+            out.append(self.emit(decision))
         return out
+
+    def _rules(
+        self, events: list[dict[str, Any]], decoded: Sequence[Decoded], x: np.ndarray | None, keep: np.ndarray, decided_at: int
+    ) -> list[Record]:
+        """Decisions when XGBoost cannot score: rules, else the safe default — never an APPROVE by omission."""
+        outcomes, names = evaluate_rules(self.fallback.rules, events, x, Outcome[self.fallback.rules_no_match])
+        safe = Outcome[self.fallback.safe_default]
+        self.stats.level = Level.SAFE_DEFAULT if (outcomes < 0).any() else Level.RULES
+        version = self.models.requested if self.models.broken else self.models.current().version
+        out: list[Record] = []
+        for i in np.flatnonzero(keep).tolist():
+            ev, d = events[i], decoded[i]
+            if outcomes[i] < 0:
+                o, r, why = safe, Route.SAFE_DEFAULT, "safe_default"
+            else:
+                o, r, why = Outcome(int(outcomes[i])), Route.RULES, names[i] or "no_rule_matched"
+            reasons = [(why, float(ev["amount"]) / 100, 1.0)] if o != Outcome.APPROVE or r == Route.RULES else []
+            rec = decision_record(ev, o.name, 1.0 if o != Outcome.APPROVE else 0.0, None, None, r.name, reasons, "rules",
+                                  version, "A", d.source.timestamp_ms, decided_at)  # fmt: skip
+            out.append(self.emit(rec))
+        return out
+
+
+def _source_id(d: Decoded) -> int:
+    return stable_hash(f"{d.source.topic}/{d.source.partition}/{d.source.offset}") or 1
 
 
 def decision_record(
@@ -136,7 +279,8 @@ def decision_record(
         "deep_score": deep_score,
         "route": route_name,
         "reasons": [
-            {"feature": f, "value": v if np.isfinite(v) else None, "contribution": c, "source": source} for f, v, c in reasons[:4]
+            {"feature": f, "value": v if np.isfinite(v) else None, "contribution": c, "source": source}
+            for f, v, c in reasons[:4]
         ],
         "model_version": model_version,
         "arm": arm,

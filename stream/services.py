@@ -1,24 +1,38 @@
-"""Wiring: settings in, a ready-to-run stage loop out."""
+"""Wiring: settings in, a ready-to-run stage loop out (with its metrics endpoint)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import redis
+import structlog
 
 from models.features import FeatureEngine
 from stream.codec import Codec
 from stream.config import Settings
 from stream.deep_worker import DeepWorker
 from stream.featurestore import RedisFeatureStore
+from stream.health import DEEP, DeepHealth
 from stream.labels import LabelConsumer
+from stream.metrics import Metrics, serve
 from stream.registry import ModelRegistry
 from stream.scorer import Scorer
 from stream.stage import StageLoop
 from stream.topics import ensure_topics, pipeline_topics
 
+log = structlog.get_logger("fraudstream.services")
+
 
 def feature_store(settings: Settings, delay_days: int) -> RedisFeatureStore:
     r = settings.redis
-    client = redis.Redis.from_url(r.url, socket_timeout=r.socket_timeout_s, socket_connect_timeout=r.socket_timeout_s)
+    client = redis.Redis.from_url(
+        r.url,
+        socket_timeout=r.socket_timeout_s,
+        socket_connect_timeout=r.socket_timeout_s,
+        retry_on_timeout=False,
+        health_check_interval=10,
+    )
     return RedisFeatureStore(client, r.namespace, r.ttl_days, FeatureEngine(delay_days))
 
 
@@ -27,27 +41,62 @@ def _delay_days(models: ModelRegistry) -> int:
     return int(cfg.get("delay_days", 7))
 
 
+def _metrics(settings: Settings, service: str) -> Metrics:
+    metrics = Metrics(service)
+    if settings.metrics.port:
+        serve(metrics, settings.metrics.host, settings.metrics.port)
+        log.info("metrics_listening", service=service, port=settings.metrics.port)
+    return metrics
+
+
 def scorer_loop(settings: Settings, instance: str = "0") -> StageLoop:
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
     models = ModelRegistry(settings.model.dir, settings.model.version)
-    scorer = Scorer(Codec(), feature_store(settings, _delay_days(models)), models, settings.kafka.topics)
+    store = feature_store(settings, _delay_days(models))
+    metrics = _metrics(settings, "scorer")
+    health = DeepHealth(settings.kafka, settings.deep.group_id, store, settings.fallback, time.monotonic)
+    scorer = Scorer(Codec(), store, models, settings.kafka.topics, settings.scorer, settings.fallback,
+                    health.available, metrics=metrics)  # fmt: skip
     s = settings.scorer
     return StageLoop("scorer", settings.kafka, s.group_id, settings.kafka.topics.transactions,
-                     f"{s.transactional_id_prefix}-{instance}", s.batch, scorer.process)  # fmt: skip
+                     f"{s.transactional_id_prefix}-{instance}", s.batch, scorer.process, metrics=metrics,
+                     dlq_topic=settings.kafka.topics.dlq)  # fmt: skip
+
+
+def heartbeat(store: RedisFeatureStore, ttl_s: float, every_s: float = 0.5) -> Callable[[], None]:
+    """A tick that tells scorers, through Redis, that a deep worker is consuming."""
+    last = [0.0]
+
+    def beat() -> None:
+        now = time.monotonic()
+        if now - last[0] < every_s:
+            return
+        last[0] = now
+        try:
+            store.heartbeat(DEEP, ttl_s)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("heartbeat_failed", error=str(exc))
+
+    return beat
 
 
 def deep_loop(settings: Settings, instance: str = "0") -> StageLoop:
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
     models = ModelRegistry(settings.model.dir, settings.model.version)
-    worker = DeepWorker(Codec(), models, settings.kafka.topics, settings.deep)
+    metrics = _metrics(settings, "deep")
+    worker = DeepWorker(Codec(), models, settings.kafka.topics, settings.deep, metrics=metrics)
+    beat = heartbeat(feature_store(settings, 7), settings.fallback.deep_heartbeat_s)
     d = settings.deep
     return StageLoop("deep", settings.kafka, d.group_id, settings.kafka.topics.ambiguous,
-                     f"{d.transactional_id_prefix}-{instance}", d.batch, worker.process)  # fmt: skip
+                     f"{d.transactional_id_prefix}-{instance}", d.batch, worker.process, metrics=metrics, tick=beat,
+                     dlq_topic=settings.kafka.topics.dlq)  # fmt: skip
 
 
 def labels_loop(settings: Settings, delay_days: int = 7, instance: str = "0") -> StageLoop:
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
     consumer = LabelConsumer(Codec(), feature_store(settings, delay_days), settings.kafka.topics)
+    metrics = _metrics(settings, "labels")
     lb = settings.labels
     return StageLoop("labels", settings.kafka, lb.group_id, settings.kafka.topics.labels,
-                     f"fraudstream-labels-{instance}", lb.batch, consumer.process)  # fmt: skip
+                     f"fraudstream-labels-{instance}", lb.batch, consumer.process, metrics=metrics,
+                     dlq_topic=settings.kafka.topics.dlq)  # fmt: skip

@@ -24,6 +24,7 @@ from stream.checkpoint import Checkpoint
 from stream.config import BatchSettings, KafkaSettings
 from stream.dlq import Record
 from stream.errors import BrokerError, TransientError
+from stream.metrics import Metrics
 
 Process = Callable[[Sequence[Message]], list[Record]]
 
@@ -73,6 +74,9 @@ class StageLoop:
         batch: BatchSettings,
         process: Process,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+        tick: Callable[[], None] | None = None,
+        dlq_topic: str | None = None,
     ) -> None:
         self.name = name
         self.topic = topic
@@ -80,6 +84,9 @@ class StageLoop:
         self.process = process
         self.clock = clock
         self.stats = StageStats()
+        self.metrics = metrics or Metrics(name)
+        self.tick = tick
+        self.dlq_topic = dlq_topic
         self.log = log.bind(stage=name, topic=topic, group=group_id)
         # The transactional id doubles as the static member id: both name this replica.
         self.consumer = Consumer(kafka.consumer_config(group_id, client_id=f"fraudstream-{name}", instance_id=transactional_id))
@@ -89,6 +96,7 @@ class StageLoop:
 
     def _on_assign(self, _c: Consumer, parts: list[TopicPartition]) -> None:
         self.log.info("partitions_assigned", partitions=[p.partition for p in parts])
+        self.metrics.ready = True
 
     def _on_revoke(self, _c: Consumer, parts: list[TopicPartition]) -> None:
         # Batches are committed or aborted before the next consume call, and revocation
@@ -102,6 +110,9 @@ class StageLoop:
         last_data = self.clock()
         try:
             while not stop:
+                self.metrics.last_loop = time.monotonic()
+                if self.tick is not None:
+                    self.tick()
                 msgs = collect(self._consume, self.batch.max_rows, self.batch.max_wait_ms / 1000, self.clock)
                 if not msgs:
                     if max_idle_s is not None and self.clock() - last_data > max_idle_s:
@@ -109,14 +120,19 @@ class StageLoop:
                     continue
                 last_data = self.clock()
                 try:
+                    t0 = self.clock()
                     outputs = self.process(msgs)
+                    t1 = self.clock()
                     self.checkpoint.commit(msgs, outputs)
+                    self.metrics.step_seconds.labels("process").observe(t1 - t0)
+                    self.metrics.step_seconds.labels("commit").observe(self.clock() - t1)
                 except TransientError as exc:
                     if isinstance(exc, BrokerError):
                         self._raise_if_fatal(exc)
                     else:
                         self.checkpoint.abort(msgs)
                     self.stats.retries += 1
+                    self.metrics.retries.inc()
                     self.log.warning("batch_retry", error=type(exc).__name__, reason=str(exc), backoff_s=backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -125,9 +141,27 @@ class StageLoop:
                 self.stats.batches += 1
                 self.stats.records += len(msgs)
                 self.stats.outputs += len(outputs)
+                self._observe(msgs, outputs)
         finally:
             self.close()
         return self.stats
+
+    def _observe(self, msgs: Sequence[Message], outputs: list[Record]) -> None:
+        m = self.metrics
+        m.records.inc(len(msgs))
+        m.batch_size.observe(len(msgs))
+        for topic, _key, _value, headers in outputs:
+            if topic == self.dlq_topic:
+                m.dlq.labels(dict(headers).get("error.class", b"?").decode()).inc()
+        last: dict[int, int] = {}
+        for msg in msgs:
+            last[msg.partition() or 0] = max(last.get(msg.partition() or 0, -1), msg.offset() or 0)
+        for partition, offset in last.items():
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
+            except KafkaException:
+                continue
+            m.lag.labels(str(partition)).set(max(high - offset - 1, 0))
 
     def _raise_if_fatal(self, exc: BrokerError) -> None:
         cause = exc.__cause__

@@ -1,0 +1,90 @@
+"""Prometheus metrics and the /metrics, /healthz, /readyz endpoint of a service.
+
+Metrics live in a registry created per service instance (never at import time),
+so tests and several stages in one process do not collide.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+LIVENESS_S = 60.0  # a loop that has not turned for this long is reported unhealthy
+
+
+class Metrics:
+    def __init__(self, service: str) -> None:
+        self.service = service
+        r = self.registry = CollectorRegistry()
+        self.decisions = Counter("fraudstream_decisions", "Decisions by route and outcome", ["route", "decision"], registry=r)
+        self.dlq = Counter("fraudstream_dlq_records", "Records sent to the DLQ by error class", ["error"], registry=r)
+        self.records = Counter("fraudstream_records_consumed", "Records consumed", registry=r)
+        self.batch_size = Histogram("fraudstream_batch_size", "Records per micro-batch",
+                                    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500), registry=r)  # fmt: skip
+        self.step_seconds = Histogram("fraudstream_step_seconds", "Time per batch step", ["step"],
+                                      buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.decision_latency = Histogram("fraudstream_decision_latency_seconds", "Input append to decision",
+                                          buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.lag = Gauge("fraudstream_consumer_lag", "Records behind the high watermark", ["partition"], registry=r)
+        self.fallback_level = Gauge("fraudstream_fallback_level",
+                                    "0 normal, 1 XGB_FALLBACK, 2 RULES, 3 SAFE_DEFAULT", registry=r)  # fmt: skip
+        self.model = Gauge("fraudstream_model_version_info", "Model version in use (value 1)", ["version"], registry=r)
+        self.retries = Counter("fraudstream_batch_retries", "Batches aborted and retried", registry=r)
+        self.last_loop = time.monotonic()
+        self.ready = False
+        self._version: str | None = None
+
+    def count_decisions(self, decided: Iterable[tuple[str, str, float]]) -> None:
+        """(route, outcome, latency_ms) per decision of a batch."""
+        tally: Tally[tuple[str, str]] = Tally()
+        for route_name, outcome, latency_ms in decided:
+            tally[(route_name, outcome)] += 1
+            self.decision_latency.observe(latency_ms / 1000)
+        for (route_name, outcome), n in tally.items():
+            self.decisions.labels(route_name, outcome).inc(n)
+
+    def set_model(self, version: str) -> None:
+        if version != self._version:
+            if self._version is not None:
+                self.model.remove(self._version)
+            self.model.labels(version).set(1)
+            self._version = version
+
+    def healthy(self) -> bool:
+        return time.monotonic() - self.last_loop < LIVENESS_S
+
+
+def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz from a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                ok = metrics.healthy()
+                self._send(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
+            elif self.path == "/readyz":
+                self._send(200 if metrics.ready else 503, b"ready\n" if metrics.ready else b"not ready\n")
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # scrapes are not worth a log line each
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name=f"metrics-{metrics.service}", daemon=True).start()
+    return server
