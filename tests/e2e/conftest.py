@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from confluent_kafka import Consumer, Message, Producer
 
 from models.artifacts import save_bundle
@@ -22,7 +23,7 @@ from models.training import TrainConfig, train_models
 from stream.codec import Codec
 from stream.config import Settings, load_settings
 from stream.feed import produce_stream
-from stream.testing import LocalInfra
+from stream.testing import LocalInfra, free_port
 from stream.topics import ensure_topics, pipeline_topics
 
 # Enough customers that 20,000 transactions span less than the 7-day label delay: terminal
@@ -55,7 +56,7 @@ class Pipeline:
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, kind: str, instance: str = "0") -> subprocess.Popen[bytes]:
+    def start(self, kind: str, instance: str = "0", **env: str) -> subprocess.Popen[bytes]:
         name = f"{kind}-{instance}"
         old = self.procs.get(name)
         if old is not None and old.poll() is None:
@@ -63,7 +64,7 @@ class Pipeline:
         # The child keeps its own copy of the descriptor; ours closes at once.
         with open(self.logs / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "stream", kind, "--instance", instance], env=self.env, stdout=log, stderr=log
+                [sys.executable, "-m", "stream", kind, "--instance", instance], env={**self.env, **env}, stdout=log, stderr=log
             )
         self.procs[name] = proc
         return proc
@@ -113,8 +114,8 @@ class Pipeline:
             consumer.close()
         return out
 
-    def decisions(self, expected: int, timeout_s: float = 180.0) -> list[dict[str, Any]]:
-        msgs = self.read(self.settings.kafka.topics.decisions, expected, timeout_s)
+    def decisions(self, expected: int, timeout_s: float = 180.0, settle_s: float = 3.0) -> list[dict[str, Any]]:
+        msgs = self.read(self.settings.kafka.topics.decisions, expected, timeout_s, settle_s)
         batch = Codec().decode_messages("Decision", msgs)
         assert batch.errs == []
         return [d.value for d in batch.oks]
@@ -146,6 +147,51 @@ def pipeline(infra: LocalInfra, trained: TrainedModel, uid: str, tmp_path: Path)
         yield p
     finally:
         p.stop_all()
+
+
+class RedisServer:
+    """A redis-server of a test's own, so the test may stop and restart it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client = redis.Redis(port=self.port)
+                client.ping()
+                client.close()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def last_events(sim: Simulation, n: int) -> list[dict[str, Any]]:
