@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 INFRA := deploy/local/infra.sh
 
-.PHONY: compose-check install prepare up down status demo test lint types unit integration e2e gpu bench clean
+.PHONY: compose-check k8s-check install prepare up down status demo test lint types unit integration e2e gpu bench clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ status:
 demo: up
 	$(BIN)/fraudstream demo
 
+# Kubernetes manifests against the bundled API schemas (strict: unknown fields fail).
+k8s-check: $(STAMP)
+	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*.yaml && echo "deploy/k8s: valid"
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -51,7 +55,7 @@ unit: $(STAMP)
 
 # The whole suite that needs no GPU: lint, types, unit, integration and e2e tiers.
 # The test session starts its own broker and Redis on free ports (tests/conftest.py).
-test: prepare lint types compose-check
+test: prepare lint types compose-check k8s-check
 	$(BIN)/pytest -m 'not gpu'
 
 gpu: $(STAMP)

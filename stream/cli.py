@@ -24,6 +24,8 @@ from stream.logs import configure
 app = typer.Typer(help="Real-time fraud detection on Kafka.", no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="Model versions.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+dlq_app = typer.Typer(help="Dead-lettered records: list, show, re-drive.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file")]
@@ -202,6 +204,60 @@ def models_promote(version: str, root: Path = Path("artifacts")) -> None:
     except FraudstreamError as exc:
         raise _fail(exc) from exc
     console.print(f"promoted {version}")
+
+
+@dlq_app.command("list")
+def dlq_list(config: ConfigOpt = None, error: Annotated[str | None, typer.Option(help="only this error class")] = None) -> None:
+    """One line per DLQ record: where it came from and why."""
+    from stream.dlqtool import read_dlq
+
+    settings = _settings(config)
+    t = Table()
+    for c in ("ref", "error", "stage", "source", "reason"):
+        t.add_column(c)
+    n = 0
+    for d in read_dlq(settings.kafka):
+        h = d.headers
+        if error and h.get("error.class") != error:
+            continue
+        n += 1
+        source = f"{h.get('source.topic')}/{h.get('source.partition')}:{h.get('source.offset')}"
+        t.add_row(d.ref, h.get("error.class", "?"), h.get("stage", "?"), source, h.get("error.message", "")[:80])
+    console.print(t)
+    console.print(f"{n} record(s)")
+
+
+@dlq_app.command("show")
+def dlq_show(ref: Annotated[str, typer.Argument(help="PARTITION:OFFSET in the DLQ")], config: ConfigOpt = None) -> None:
+    """Headers and bytes of one DLQ record."""
+    from stream.dlqtool import read_dlq
+
+    settings = _settings(config)
+    for d in read_dlq(settings.kafka):
+        if d.ref == ref:
+            for k, v in d.headers.items():
+                console.print(f"{k}: {v}")
+            console.print(f"key: {d.key!r}")
+            console.print(f"value ({len(d.value or b'')} bytes): {(d.value or b'')[:256].hex(' ')}")
+            return
+    raise _fail(FraudstreamError(f"no DLQ record {ref}"))
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    refs: Annotated[list[str] | None, typer.Argument(help="PARTITION:OFFSET refs; none = all matching --error")] = None,
+    error: Annotated[str | None, typer.Option(help="only this error class")] = None,
+    to_topic: Annotated[str | None, typer.Option(help="default: each record's source topic")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Produce dead-lettered records' original bytes back to their source topic."""
+    from stream.dlqtool import read_dlq, redrive
+
+    settings = _settings(config)
+    wanted = set(refs or [])
+    letters = [d for d in read_dlq(settings.kafka)
+               if (not wanted or d.ref in wanted) and (not error or d.headers.get("error.class") == error)]  # fmt: skip
+    console.print(f"re-drove {redrive(settings.kafka, letters, to_topic)} record(s)")
 
 
 def _serve(kind: str, config: Path | None, instance: str, max_idle_s: float | None) -> None:

@@ -28,6 +28,9 @@ def dlq_record(dlq_topic: str, failure: Failure, stage: str, now_ms: int | None 
     return (dlq_topic, src.key, failure.raw, headers)
 
 
-def headers_dict(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
+def headers_dict(
+    headers: list[tuple[str, bytes]] | list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None] | None,
+) -> dict[str, str]:
     """DLQ headers as text, for tools and tests."""
-    return {k: v.decode(errors="replace") for k, v in headers or []}
+    items = headers.items() if isinstance(headers, dict) else (headers or [])
+    return {k: v.decode(errors="replace") if isinstance(v, bytes) else (v or "") for k, v in items}

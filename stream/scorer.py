@@ -279,8 +279,7 @@ def decision_record(
         "deep_score": deep_score,
         "route": route_name,
         "reasons": [
-            {"feature": f, "value": v if np.isfinite(v) else None, "contribution": c, "source": source}
-            for f, v, c in reasons[:4]
+            {"feature": f, "value": v if np.isfinite(v) else None, "contribution": c, "source": source} for f, v, c in reasons[:4]
         ],
         "model_version": model_version,
         "arm": arm,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -192,6 +193,18 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def wait_assigned(pipeline: Pipeline, name: str, after: int = 0, timeout_s: float = 60) -> None:
+    """Until `name` has logged a non-empty assignment (more than `after` of them)."""
+    deadline = time.monotonic() + timeout_s
+    log = pipeline.logs / f"{name}.log"
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        if len(re.findall(r"partitions_assigned .*partitions=\[\d", text)) > after:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} got no partitions within {timeout_s} s")
 
 
 def last_events(sim: Simulation, n: int) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ SIGTERM under load, hot reload — on the real broker and Redis."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import threading
@@ -20,21 +19,9 @@ from models.artifacts import promote
 from stream.codec import Codec
 from stream.dlq import headers_dict
 from stream.testing import free_port, sample_transaction
-from tests.e2e.conftest import Pipeline, RedisServer, TrainedModel, last_events
+from tests.e2e.conftest import Pipeline, RedisServer, TrainedModel, last_events, wait_assigned
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_assigned(pipeline: Pipeline, name: str, after: int = 0, timeout_s: float = 60) -> None:
-    """Until `name` has logged a non-empty assignment (more than `after` of them)."""
-    deadline = time.monotonic() + timeout_s
-    log = pipeline.logs / f"{name}.log"
-    while time.monotonic() < deadline:
-        text = log.read_text() if log.exists() else ""
-        if len(re.findall(r"partitions_assigned .*partitions=\[\d", text)) > after:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{name} got no partitions within {timeout_s} s")
 
 
 def phase(pipeline: Pipeline, events: list[dict[str, Any]], done_before: int, rate: float = 0.0) -> list[dict[str, Any]]:
@@ -178,6 +165,9 @@ def test_hostile_input_ends_where_documented_and_metrics_count_it(pipeline: Pipe
     port = free_port()
     pipeline.start("score", FRAUDSTREAM_METRICS__PORT=str(port))
     pipeline.start("deep")
+    wait_assigned(pipeline, "score-0")
+    wait_assigned(pipeline, "deep-0")
+    time.sleep(1.0)  # one health check after the worker's first heartbeat
     pipeline.produce(good[:1000])
     pipeline.produce_raw(list(hostile.values()))
     from confluent_kafka import Producer
@@ -245,6 +235,9 @@ def test_promoted_model_takes_effect_without_restart(pipeline: Pipeline, trained
     events = last_events(trained.sim, 3_000)
     pipeline.start("score")
     pipeline.start("deep")
+    wait_assigned(pipeline, "score-0")
+    wait_assigned(pipeline, "deep-0")
+    time.sleep(1.0)
     first = phase(pipeline, events[:1500], 0)
     assert {d["model_version"] for d in first} == {trained.version}
     promote(root, "v2")
