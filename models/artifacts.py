@@ -11,15 +11,19 @@ import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 import xgboost as xgb
 
-from models.deep import DeepArch, HybridNet
 from models.errors import ArtifactError
 from models.features import FEATURE_NAMES, FEATURE_SET_VERSION
+
+if TYPE_CHECKING:
+    from models.deep import HybridNet
+
+# torch is imported where a torch model is saved or loaded: the scorer, which needs only
+# XGBoost, then never pays torch's memory (several hundred MB resident).
 
 XGB_FILE = "xgb.ubj"
 DEEP_FILE = "deep.pt"
@@ -60,10 +64,17 @@ class ModelBundle:
     version: str
     path: Path
     booster: xgb.Booster
-    deep: HybridNet
+    deep: HybridNet | None  # None when loaded with deep=False
     mlp_only: HybridNet | None
     thresholds: Thresholds
     manifest: dict[str, Any]
+
+    @property
+    def net(self) -> HybridNet:
+        """The deep model; ArtifactError when the bundle was loaded without it."""
+        if self.deep is None:
+            raise ArtifactError(f"model {self.version} was loaded without its deep model")
+        return self.deep
 
     @property
     def n_trees(self) -> int:
@@ -75,6 +86,8 @@ def _sha256(path: Path) -> str:
 
 
 def library_versions() -> dict[str, str]:
+    import torch
+
     return {"python": platform.python_version(), "xgboost": xgb.__version__, "torch": torch.__version__,
             "numpy": np.__version__}  # fmt: skip
 
@@ -88,6 +101,8 @@ def save_bundle(
     extra: dict[str, Any],
 ) -> Path:
     """Write a version folder; `out`'s name is the version."""
+    import torch
+
     out.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(out / XGB_FILE))
     torch.save(deep.state_dict(), out / DEEP_FILE)
@@ -115,6 +130,10 @@ def save_bundle(
 
 
 def _load_net(path: Path, arch_dict: Any) -> HybridNet:
+    import torch
+
+    from models.deep import DeepArch, HybridNet
+
     if not isinstance(arch_dict, dict):
         raise ArtifactError(f"{path.parent / MANIFEST}: missing the architecture of {path.name}")
     net = HybridNet(DeepArch.from_dict(arch_dict))
@@ -127,8 +146,11 @@ def _load_net(path: Path, arch_dict: Any) -> HybridNet:
     return net
 
 
-def load_bundle(path: Path) -> ModelBundle:
-    """Load and verify a version folder; ArtifactError says what is wrong."""
+def load_bundle(path: Path, deep: bool = True) -> ModelBundle:
+    """Load and verify a version folder; ArtifactError says what is wrong.
+
+    deep=False skips the torch models (and torch itself): what stage 1 needs.
+    """
     manifest_path = path / MANIFEST
     if not manifest_path.exists():
         raise ArtifactError(f"{path}: no {MANIFEST} (not a model version folder)")
@@ -155,13 +177,13 @@ def load_bundle(path: Path) -> ModelBundle:
         raise ArtifactError(f"{path / XGB_FILE}: unreadable XGBoost model: {exc}") from exc
     if booster.num_features() != len(FEATURE_NAMES):
         raise ArtifactError(f"{path / XGB_FILE}: {booster.num_features()} features, expected {len(FEATURE_NAMES)}")
-    deep = _load_net(path / DEEP_FILE, manifest.get("deep_arch"))
-    mlp = _load_net(path / MLP_FILE, manifest.get("mlp_arch")) if (path / MLP_FILE).exists() else None
+    net = _load_net(path / DEEP_FILE, manifest.get("deep_arch")) if deep else None
+    mlp = _load_net(path / MLP_FILE, manifest.get("mlp_arch")) if deep and (path / MLP_FILE).exists() else None
     return ModelBundle(
         version=str(manifest["version"]),
         path=path,
         booster=booster,
-        deep=deep,
+        deep=net,
         mlp_only=mlp,
         thresholds=Thresholds.from_dict(manifest.get("thresholds", {})),
         manifest=manifest,

@@ -62,6 +62,9 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 N_FEATURES = len(FEATURE_NAMES)
 _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_SPANS = np.array([span for _, span in CUSTOMER_WINDOWS], dtype=np.int64)
+_CUST_N = np.array([_IDX[f"cust_n_{w}"] for w, _ in CUSTOMER_WINDOWS])
+_CUST_MEAN = np.array([_IDX[f"cust_mean_{w}"] for w, _ in CUSTOMER_WINDOWS])
 
 
 def stable_hash(text: str) -> int:
@@ -128,11 +131,14 @@ class FeatureEngine:
 
         p_ts = prev["ts"]
         p_amount = prev["amount"] / 100.0
-        for w, span in CUSTOMER_WINDOWS:
-            mask = p_ts > ts - span
-            n = int(mask.sum())
-            out[_IDX[f"cust_n_{w}"]] = n
-            out[_IDX[f"cust_mean_{w}"]] = float(p_amount[mask].mean()) if n else math.nan
+        # All windows at once: (W, n) membership, then counts and sums in two calls.
+        inside = p_ts[None, :] > ts - _SPANS[:, None]
+        counts = inside.sum(axis=1)
+        sums = inside @ p_amount
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), math.nan)
+        out[_CUST_N] = counts
+        out[_CUST_MEAN] = means
         mean_30 = out[_IDX["cust_mean_30d"]]
         out[_IDX["amount_over_mean_30d"]] = amount / mean_30 if mean_30 > 0 else math.nan
         out[_IDX["secs_since_prev"]] = (ts - int(p_ts[-1])) / 1000.0 if prev.size else math.nan
@@ -201,6 +207,9 @@ class FeatureEngine:
         terminal_tx: list[tuple[str, int, str]] = []
         repeats = np.zeros(len(events), dtype=bool)
         empty_term = TerminalState()
+        # Terminal features depend only on (terminal, day) and the state before the batch.
+        term_rows: dict[tuple[str, int], np.ndarray] = {}
+        term_idx = np.array([_IDX[f"term_{kind}_{d}d"] for d in TERMINAL_WINDOWS for kind in ("n", "risk")])
         for i, ev in enumerate(events):
             row = feats[i]
             cid = ev["customer_id"]
@@ -214,7 +223,13 @@ class FeatureEngine:
                 terminal_tx.append((ev["terminal_id"], int(ev["event_time"]) // DAY_MS, ev["transaction_id"]))
             else:
                 current[cid] = hist
-            self.terminal(terminals.get(ev["terminal_id"], empty_term), int(ev["event_time"]), row)
+            key = (ev["terminal_id"], int(ev["event_time"]) // DAY_MS)
+            cached = term_rows.get(key)
+            if cached is None:
+                self.terminal(terminals.get(key[0], empty_term), int(ev["event_time"]), row)
+                term_rows[key] = row[term_idx].copy()
+            else:
+                row[term_idx] = cached
         return BatchFeatures(feats.astype(np.float32), changed, terminal_tx, repeats)
 
 

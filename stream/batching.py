@@ -18,13 +18,16 @@ def collect(consume: Consume[T], max_rows: int, max_wait_s: float, clock: Clock,
     """One micro-batch from `consume(num, timeout)`; empty when nothing arrived within idle_timeout_s.
 
     The wait budget starts with the first record, so a quiet topic costs nothing
-    and a busy one is never held back longer than max_wait_s.
+    and a busy one is never held back longer than max_wait_s. The first call asks
+    for one record: librdkafka's consume(num, timeout) returns only when `num`
+    records are there or the timeout is over, so asking for a whole batch while idle
+    would hold the first record for the full idle timeout.
     """
     batch: list[T] = []
     deadline: float | None = None
     while len(batch) < max_rows:
-        timeout = idle_timeout_s if deadline is None else max(0.0, deadline - clock())
-        got = consume(max_rows - len(batch), timeout)
+        num, timeout = (1, idle_timeout_s) if deadline is None else (max_rows - len(batch), max(0.0, deadline - clock()))
+        got = consume(num, timeout)
         if got and deadline is None:
             deadline = clock() + max_wait_s
         batch.extend(got)

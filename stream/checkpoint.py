@@ -45,13 +45,18 @@ def first_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
 
 
 def produce(
-    producer: Producer, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]] | None = None
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    headers: list[tuple[str, bytes]] | list[tuple[str, str | bytes | None]] | None = None,
+    timestamp: int = 0,
 ) -> None:
     """Produce, waiting for delivery reports to drain the local queue when it is full."""
     hdrs: list[tuple[str, str | bytes | None]] | None = [(k, v) for k, v in headers] if headers else None
     while True:
         try:
-            producer.produce(topic, value=value, key=key, headers=hdrs)
+            producer.produce(topic, value=value, key=key, headers=hdrs, timestamp=timestamp)
             return
         except BufferError:
             producer.poll(0.05)

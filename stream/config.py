@@ -213,6 +213,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     for key, value in env.items():
         if key in ENV_ALIASES:
             _set(data, ENV_ALIASES[key], value)
+        elif key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in _TOP_LEVEL_SCALARS:
+            data[key[len(ENV_PREFIX) :].lower()] = value
         elif key.startswith(ENV_PREFIX) and "__" in key:
             path_parts = tuple(part.lower() for part in key[len(ENV_PREFIX) :].split("__"))
             _set(data, path_parts, _env_value(value))
@@ -220,6 +222,9 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         return Settings.model_validate(data)
     except PydanticValidationError as exc:
         raise ConfigError(_explain(exc)) from exc
+
+
+_TOP_LEVEL_SCALARS = ("log_format", "log_level")  # FRAUDSTREAM_LOG_FORMAT, FRAUDSTREAM_LOG_LEVEL
 
 
 def _env_value(value: str) -> Any:

@@ -41,7 +41,7 @@ class DeepWorker:
     def runner(self, version: str) -> DeviceRunner:
         r = self._runners.get(version)
         if r is None:
-            net = self.models.get(version).deep
+            net = self.models.get(version).net
             r = DeviceRunner(net, self.device, self.settings.pad_sizes, self.settings.gpu_memory_fraction)
             self._runners[version] = r
         return r

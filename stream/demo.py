@@ -36,7 +36,7 @@ from stream.feed import produce_stream
 from stream.topics import ensure_topics, pipeline_topics
 
 
-def _ensure_model(settings: Settings, console: Console) -> None:
+def ensure_model(settings: Settings, console: Console) -> None:
     root = settings.model.dir
     if [m for m in list_versions(root) if "error" not in m]:
         return
@@ -78,7 +78,7 @@ def _wait_for_assignment(logs: list[Path], procs: list[subprocess.Popen[bytes]],
 
 def run_demo(settings: Settings, config: Path | None, rate: float, seconds: float, console: Console) -> int:
     """Run the demo; returns the exit code."""
-    _ensure_model(settings, console)
+    ensure_model(settings, console)
     version = resolve(settings.model.dir, settings.model.version).name
     run_id = time.strftime("%Y%m%d%H%M%S")
     flow = (

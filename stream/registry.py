@@ -19,8 +19,9 @@ log = structlog.get_logger("fraudstream.registry")
 
 
 class ModelRegistry:
-    def __init__(self, root: Path, version: str) -> None:
+    def __init__(self, root: Path, version: str, deep: bool = True) -> None:
         self.root = root
+        self.deep = deep  # stage 1 loads XGBoost only, and never imports torch
         self.requested = version
         self._bundles: dict[str, ModelBundle] = {}
         self._pointer_mtime = self._mtime()
@@ -37,7 +38,7 @@ class ModelRegistry:
         """A version's bundle, loaded on first use."""
         bundle = self._bundles.get(version)
         if bundle is None:
-            bundle = load_bundle(self.root / version)
+            bundle = load_bundle(self.root / version, deep=self.deep)
             self._bundles[version] = bundle
             log.info("model_loaded", version=version, trees=bundle.n_trees)
         return bundle

@@ -11,7 +11,6 @@ import structlog
 from models.features import FeatureEngine
 from stream.codec import Codec
 from stream.config import Settings
-from stream.deep_worker import DeepWorker
 from stream.featurestore import RedisFeatureStore
 from stream.health import DEEP, DeepHealth
 from stream.labels import LabelConsumer
@@ -51,7 +50,7 @@ def _metrics(settings: Settings, service: str) -> Metrics:
 
 def scorer_loop(settings: Settings, instance: str = "0") -> StageLoop:
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
-    models = ModelRegistry(settings.model.dir, settings.model.version)
+    models = ModelRegistry(settings.model.dir, settings.model.version, deep=False)
     store = feature_store(settings, _delay_days(models))
     metrics = _metrics(settings, "scorer")
     health = DeepHealth(settings.kafka, settings.deep.group_id, store, settings.fallback, time.monotonic)
@@ -81,6 +80,8 @@ def heartbeat(store: RedisFeatureStore, ttl_s: float, every_s: float = 0.5) -> C
 
 
 def deep_loop(settings: Settings, instance: str = "0") -> StageLoop:
+    from stream.deep_worker import DeepWorker  # torch: only the deep worker pays for it
+
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
     models = ModelRegistry(settings.model.dir, settings.model.version)
     metrics = _metrics(settings, "deep")

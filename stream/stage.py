@@ -9,6 +9,7 @@ consumer closes — nothing is lost.
 
 from __future__ import annotations
 
+import resource
 import signal
 import threading
 import time
@@ -38,6 +39,28 @@ class StageStats:
     outputs: int = 0
     retries: int = 0
     started: float = field(default_factory=time.monotonic)
+    first_record: float | None = None  # clock time of the first consumed batch
+    last_commit: float | None = None  # clock time of the last committed batch
+
+    @property
+    def active_s(self) -> float:
+        """First record consumed → last batch committed: the basis of throughput figures."""
+        if self.first_record is None or self.last_commit is None:
+            return 0.0
+        return self.last_commit - self.first_record
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not getrusage: on Linux its ru_maxrss
+    starts from the parent's peak after fork, so a child of a big process looks big."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass  # not Linux: fall back below
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class StopFlag:
@@ -119,11 +142,14 @@ class StageLoop:
                         break
                     continue
                 last_data = self.clock()
+                if self.stats.first_record is None:
+                    self.stats.first_record = last_data
                 try:
                     t0 = self.clock()
                     outputs = self.process(msgs)
                     t1 = self.clock()
                     self.checkpoint.commit(msgs, outputs)
+                    self.stats.last_commit = self.clock()
                     self.metrics.step_seconds.labels("process").observe(t1 - t0)
                     self.metrics.step_seconds.labels("commit").observe(self.clock() - t1)
                 except TransientError as exc:
@@ -183,4 +209,6 @@ class StageLoop:
     def close(self) -> None:
         self.producer.flush(10)
         self.consumer.close()
-        self.log.info("stage_stopped", batches=self.stats.batches, records=self.stats.records)
+        peak_mb = peak_rss_mb()
+        self.log.info("stage_stopped", batches=self.stats.batches, records=self.stats.records,
+                      active_s=round(self.stats.active_s, 3), peak_rss_mb=round(peak_mb, 1))  # fmt: skip

@@ -53,6 +53,15 @@ ensure_redis() {
     || { tail -n 20 "$run_dir/apt.log" >&2; die "apt-get could not install redis-server (log: $run_dir/apt.log)"; }
 }
 
+ensure_chromium() {
+  # Headless Chromium renders backtest reports in the test suite (a screenshot per report).
+  command -v chromium >/dev/null && return
+  info "installing chromium with apt (once per machine)"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } >"$run_dir/apt-chromium.log" 2>&1 \
+    || { tail -n 20 "$run_dir/apt-chromium.log" >&2; die "apt-get could not install chromium (log: $run_dir/apt-chromium.log)"; }
+}
+
 start_redis() {
   local pidf=$run_dir/redis.pid
   if alive "$pidf"; then info "redis already running on 127.0.0.1:$redis_port (pid $(cat "$pidf"))"; return; fi
@@ -166,6 +175,6 @@ case "${1:-}" in
   up) start_redis; start_kafka ;;
   down) stop_one kafka; stop_one redis ;;
   status) status ;;
-  prepare) ensure_redis; ensure_kafka_jars; info "kafka jars and redis-server present" ;;
+  prepare) ensure_redis; ensure_kafka_jars; ensure_chromium; info "kafka jars, redis-server and chromium present" ;;
   *) die "usage: infra.sh up|down|status|prepare" ;;
 esac

@@ -57,7 +57,7 @@ class Pipeline:
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, kind: str, instance: str = "0", **env: str) -> subprocess.Popen[bytes]:
+    def start(self, kind: str, instance: str = "0", args: tuple[str, ...] = (), **env: str) -> subprocess.Popen[bytes]:
         name = f"{kind}-{instance}"
         old = self.procs.get(name)
         if old is not None and old.poll() is None:
@@ -65,7 +65,10 @@ class Pipeline:
         # The child keeps its own copy of the descriptor; ours closes at once.
         with open(self.logs / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "stream", kind, "--instance", instance], env={**self.env, **env}, stdout=log, stderr=log
+                [sys.executable, "-m", "stream", kind, "--instance", instance, *args],
+                env={**self.env, **env},
+                stdout=log,
+                stderr=log,
             )
         self.procs[name] = proc
         return proc

@@ -71,7 +71,7 @@ def test_every_transaction_gets_exactly_one_decision_matching_offline(pipeline: 
     margin = xgbm.margins(bundle.booster, x)
     p = xgbm.sigmoid(margin)
     band = (p >= th.approve_below) & (p < th.block_above)
-    runner = DeviceRunner(bundle.deep, torch.device("cpu"), (64, 256, 1024), 0.7)
+    runner = DeviceRunner(bundle.net, torch.device("cpu"), (64, 256, 1024), 0.7)
     deep_p = np.full(len(events), np.nan, dtype=np.float32)
     deep_p[band] = runner.scores(x[band], margin[band], xgbm.leaves(bundle.booster, x[band]))
     by_id = {d["transaction_id"]: d for d in decisions}

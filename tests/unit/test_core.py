@@ -48,18 +48,29 @@ def test_top_reasons_keep_positive_contributions_only() -> None:
     assert [r[0] for r in reasons] == ["c", "a", "f", "e"]
 
 
+class FakeTopic:
+    """Records arrive in bursts, one burst per consume call; consume returns at most n."""
+
+    def __init__(self, clock: FakeClock, bursts: list[list[int]]) -> None:
+        self.clock, self.bursts, self.ready, self.asked = clock, bursts, [], []
+
+    def consume(self, n: int, timeout: float) -> list[int]:
+        self.asked.append(n)
+        self.clock.advance(0.004)
+        if self.bursts:
+            self.ready.extend(self.bursts.pop(0))
+        got, self.ready = self.ready[:n], self.ready[n:]
+        return got
+
+
 def test_micro_batch_stops_at_rows_or_wait() -> None:
     clock = FakeClock()
-    feed = [[1, 2], [3], [4, 5, 6]]
-
-    def consume(n: int, _timeout: float) -> list[int]:
-        clock.advance(0.004)
-        return feed.pop(0)[:n] if feed else []
-
-    assert collect(consume, max_rows=3, max_wait_s=1.0, clock=clock) == [1, 2, 3]
-    feed[:] = [[1], [], [], [], [2]]
-    assert collect(consume, max_rows=100, max_wait_s=0.01, clock=clock) == [1]  # deadline hit after 3 polls
-    assert collect(lambda n, t: [], max_rows=10, max_wait_s=0.01, clock=clock) == []
+    topic = FakeTopic(clock, [[1, 2], [3], [4, 5, 6]])
+    assert collect(topic.consume, max_rows=3, max_wait_s=1.0, clock=clock) == [1, 2, 3]
+    assert topic.asked[0] == 1  # the first record is asked for alone: it returns on arrival
+    topic = FakeTopic(clock, [[1], [], [], [], [2]])
+    assert collect(topic.consume, max_rows=100, max_wait_s=0.01, clock=clock) == [1]  # deadline hit after 3 polls
+    assert collect(FakeTopic(clock, []).consume, max_rows=10, max_wait_s=0.01, clock=clock) == []
 
 
 def test_metrics_on_hand_computed_cases() -> None:

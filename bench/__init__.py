@@ -1,0 +1,1 @@
+"""fraudstream benchmarks: `make bench` (python -m bench)."""

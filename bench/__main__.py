@@ -1,0 +1,309 @@
+"""`make bench`: every figure from one run on this machine, ratios against baselines
+measured in the same run. Prints a table and writes bench/results/bench-<time>.json.
+
+    ceiling    pass-through consume → produce, same sizes/batching/transactions, no work
+    naive      one message per poll, a Redis round trip per read/update, one-row predict, commit each
+    stage 1    `fraudstream score` (exactly-once and at-least-once), stage 2 on CPU, whole pipeline
+    latency    event produced → decision visible to a read_committed consumer, at fixed offered loads
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from confluent_kafka import Consumer, Producer
+
+from bench.ceiling import run_ceiling
+from bench.naive import run_naive
+from models.artifacts import load_bundle, resolve
+from models.dataset import to_events, to_label_events
+from models.features import FeatureEngine, OfflineFeatures
+from models.simulator import SimConfig, simulate
+from stream.codec import Codec
+from stream.config import Settings, load_settings
+from stream.featurestore import RedisFeatureStore
+from stream.feed import produce_stream
+from stream.topics import ensure_topics, pipeline_topics
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TOPIC_KEYS = ("transactions", "ambiguous", "decisions", "labels", "dlq", "shadow")
+
+
+class Bench:
+    def __init__(self, settings: Settings, n: int, run_id: str) -> None:
+        self.base = settings
+        self.n = n
+        self.run_id = run_id
+        self.codec = Codec()
+        self.logs = RESULTS / f"logs-{run_id}"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        sim = simulate(SimConfig(seed=0))
+        tx = sim.transactions
+        live = tx.iloc[-n:]
+        cut = int(live["event_time"].min())
+        history = tx[tx["event_time"] < cut]
+        print(f"warming feature state from {len(history):,} transactions (offline, once)", flush=True)
+        self.offline = OfflineFeatures(FeatureEngine(7))
+        self.offline.run(to_events(history), to_label_events(sim.labels[sim.labels["label_time"] < cut]))
+        self.events = to_events(live)
+        self.values = [self.codec.encode("Transaction", {k: v for k, v in e.items() if k not in ("is_fraud", "scenario")})
+                       for e in self.events]  # fmt: skip
+        self.model_dir = resolve(settings.model.dir, settings.model.version)
+
+    def env(self, tag: str, processing: str = "exactly_once") -> dict[str, str]:
+        flow = "{" + ", ".join(f"{k}: bench.{self.run_id}.{tag}.{k}" for k in TOPIC_KEYS) + "}"
+        return {**os.environ, "FRAUDSTREAM_KAFKA__TOPICS": flow, "FRAUDSTREAM_REDIS__NAMESPACE": f"bench-{self.run_id}-{tag}",
+                "FRAUDSTREAM_MODEL__DIR": str(self.model_dir.parent), "FRAUDSTREAM_MODEL__VERSION": self.model_dir.name,
+                "FRAUDSTREAM_KAFKA__PROCESSING": processing, "FRAUDSTREAM_LOG_FORMAT": "json",
+                "FRAUDSTREAM_SCORER__GROUP_ID": f"bench-{self.run_id}-{tag}-scorer",
+                "FRAUDSTREAM_SCORER__TRANSACTIONAL_ID_PREFIX": f"bench-{self.run_id}-{tag}-scorer",
+                "FRAUDSTREAM_DEEP__GROUP_ID": f"bench-{self.run_id}-{tag}-deep",
+                "FRAUDSTREAM_DEEP__TRANSACTIONAL_ID_PREFIX": f"bench-{self.run_id}-{tag}-deep"}  # fmt: skip
+
+    def settings(self, env: dict[str, str]) -> Settings:
+        s = load_settings(environ=env)
+        ensure_topics(s.kafka, pipeline_topics(s.kafka))
+        client = redis.Redis.from_url(s.redis.url)
+        RedisFeatureStore(client, s.redis.namespace, s.redis.ttl_days, FeatureEngine(7)).backfill(self.offline)
+        client.close()
+        return s
+
+    def prefill(self, s: Settings, topic: str) -> None:
+        producer = Producer(s.kafka.producer_config(None))
+        for e, v in zip(self.events, self.values, strict=True):
+            while True:
+                try:
+                    producer.produce(topic, value=v, key=e["customer_id"].encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.flush(60)
+
+    def service(self, kind: str, env: dict[str, str], tag: str, *extra: str) -> subprocess.Popen[bytes]:
+        with open(self.logs / f"{tag}-{kind}.log", "wb") as log:
+            return subprocess.Popen([sys.executable, "-m", "stream", kind, *extra], env=env, stdout=log, stderr=log)
+
+    def stopped(self, kind: str, tag: str) -> dict[str, Any]:
+        for line in (self.logs / f"{tag}-{kind}.log").read_text().splitlines():
+            if '"stage_stopped"' in line:
+                result: dict[str, Any] = json.loads(line)
+                return result
+        raise RuntimeError(f"{tag}-{kind} did not report; see {self.logs}")
+
+
+def _wait_log(path: Path, event: str, timeout_s: float = 90) -> None:
+    """Until the JSON log at `path` has `event` with a non-empty partition list."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in path.read_text().splitlines() if path.exists() else []:
+            if event in line:
+                rec = json.loads(line)
+                if rec.get("event") == event and rec.get("partitions"):
+                    return
+        time.sleep(0.1)
+    raise RuntimeError(f"{path} never logged {event}")
+
+
+def throughput(b: Bench, out: dict[str, Any]) -> None:
+    env = b.env("ceiling")
+    s = b.settings(env)
+    b.prefill(s, s.kafka.topics.transactions)
+    n, secs = run_ceiling(s.kafka, s.kafka.topics.transactions, s.kafka.topics.decisions, f"bench-{b.run_id}-ceiling",
+                          s.scorer.batch, b.n)  # fmt: skip
+    out["ceiling"] = {"records": n, "seconds": secs, "per_s": n / secs}
+    print(f"ceiling (pass-through, exactly-once): {n / secs:,.0f}/s", flush=True)
+
+    env = b.env("naive")
+    s = b.settings(env)
+    b.prefill(s, s.kafka.topics.transactions)
+    keys = RedisFeatureStore(redis.Redis.from_url(s.redis.url), s.redis.namespace, 40, FeatureEngine(7))
+    booster = load_bundle(b.model_dir).booster
+    n, secs = run_naive(s.kafka, s.kafka.topics.transactions, s.kafka.topics.decisions, f"bench-{b.run_id}-naive",
+                        keys, booster, b.n, budget_s=20.0)  # fmt: skip
+    out["naive"] = {"records": n, "seconds": secs, "per_s": n / secs}
+    print(f"naive baseline: {n / secs:,.0f}/s", flush=True)
+
+    for processing, tag in (("exactly_once", "s1eos"), ("at_least_once", "s1alos")):
+        env = b.env(tag, processing)
+        s = b.settings(env)
+        b.prefill(s, s.kafka.topics.transactions)
+        # Stage 1 alone, doing its full work: the deep stage counts as up, so the band is
+        # published to the buffer topic (leaves + ScoredTransaction) rather than decided here.
+        store = RedisFeatureStore(redis.Redis.from_url(s.redis.url), s.redis.namespace, 40, FeatureEngine(7))
+        store.heartbeat("deep", 3600)
+        store.client.close()
+        b.service("score", env, tag, "--exit-when-idle", "4").wait(600)
+        rep = b.stopped("score", tag)
+        out[f"stage1_{processing}"] = {"records": rep["records"], "seconds": rep["active_s"],
+                                      "per_s": rep["records"] / rep["active_s"], "peak_rss_mb": rep["peak_rss_mb"]}  # fmt: skip
+        print(
+            f"stage 1 ({processing}): {rep['records'] / rep['active_s']:,.0f}/s, peak RSS {rep['peak_rss_mb']:.0f} MB", flush=True
+        )
+        if processing == "exactly_once":
+            b.service("deep", env, tag, "--exit-when-idle", "4").wait(600)
+            rep = b.stopped("deep", tag)
+            out["stage2_cpu"] = {"records": rep["records"], "seconds": rep["active_s"],
+                                 "per_s": rep["records"] / rep["active_s"], "peak_rss_mb": rep["peak_rss_mb"]}  # fmt: skip
+            print(f"stage 2 on CPU: {rep['records'] / rep['active_s']:,.0f}/s, peak RSS {rep['peak_rss_mb']:.0f} MB", flush=True)
+
+
+class DecisionReader(threading.Thread):
+    """Reads decisions read_committed and records produced → visible latency per decision."""
+
+    def __init__(self, s: Settings) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer(s.kafka.consumer_config(f"reader-{time.time_ns()}") | {"fetch.wait.max.ms": 1})
+        self.consumer.subscribe([s.kafka.topics.decisions])
+        self.latencies: list[float] = []
+        self.received: list[float] = []
+        self.stop = threading.Event()
+        self.codec = Codec()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for m in self.consumer.consume(1000, 0.1):
+                if m.error() is not None:
+                    continue
+                now_ms = time.time() * 1000
+                d = self.codec.decode("Decision", m.value())
+                produced_ms = d["decided_at"] - d["latency_ms"]
+                self.latencies.append(now_ms - produced_ms)
+                self.received.append(now_ms)
+        self.consumer.close()
+
+
+def pipeline(b: Bench, out: dict[str, Any], loads: list[int], seconds: float) -> None:
+    for processing in ("exactly_once", "at_least_once"):
+        short = "eos" if processing == "exactly_once" else "alos"
+        # Max sustained: a pre-filled topic through both stages.
+        tag = f"pmax{short}"
+        env = b.env(tag, processing)
+        s = b.settings(env)
+        b.prefill(s, s.kafka.topics.transactions)
+        reader = DecisionReader(s)
+        reader.start()
+        t0 = time.time() * 1000
+        procs = [b.service("score", env, tag, "--exit-when-idle", "5"), b.service("deep", env, tag, "--exit-when-idle", "5")]
+        for p in procs:
+            p.wait(600)
+        reader.stop.set()
+        reader.join()
+        rss = {k: b.stopped(k, tag)["peak_rss_mb"] for k in ("score", "deep")}
+        n = len(reader.received)
+        span = (max(reader.received) - min(reader.received)) / 1000 if n > 1 else float("nan")
+        out[f"pipeline_max_{processing}"] = {"decisions": n, "seconds": span, "per_s": n / span, "peak_rss_mb": rss,
+                                             "startup_s": (min(reader.received) - t0) / 1000 if n else None}  # fmt: skip
+        print(f"pipeline max ({processing}): {n / span:,.0f} decisions/s; RSS {rss}", flush=True)
+
+        for load in loads:
+            tag = f"p{load}{short}"
+            env = b.env(tag, processing)
+            s = b.settings(env)
+            procs = [b.service("score", env, tag), b.service("deep", env, tag)]
+            for kind in ("score", "deep"):
+                _wait_log(b.logs / f"{tag}-{kind}.log", "partitions_assigned")
+            time.sleep(1.5)  # the scorer sees the deep worker's heartbeat
+            reader = DecisionReader(s)
+            reader.start()
+            count = min(int(load * seconds), len(b.events))
+            produce_stream(s.kafka, b.events[:count], float(load))
+            deadline = time.monotonic() + 30
+            while len(reader.latencies) < count and time.monotonic() < deadline:
+                time.sleep(0.2)
+            reader.stop.set()
+            reader.join()
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(60)
+            lat = np.array(reader.latencies)
+            res = {"offered_per_s": load, "sent": count, "decided": len(lat), "sustained": len(lat) == count}
+            if len(lat):
+                res |= {f"p{q}": float(np.percentile(lat, q)) for q in (50, 99, 99.9)}
+            out[f"latency_{processing}_{load}"] = res
+            print(f"latency {processing} @ {load}/s: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                                                      for k, v in res.items()), flush=True)  # fmt: skip
+
+
+def gpu(out: dict[str, Any]) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        out["gpu"] = "no NVIDIA GPU on this machine: CUDA figures not measured"
+        print(out["gpu"])
+        return
+    from bench.gpu import run_gpu
+
+    out["gpu"] = run_gpu()
+
+
+def table(out: dict[str, Any]) -> str:
+    rows = [("measure", "value")]
+    c, nv, s1 = out["ceiling"]["per_s"], out["naive"]["per_s"], out["stage1_exactly_once"]["per_s"]
+    rows += [
+        ("ceiling: pass-through, exactly-once", f"{c:,.0f} records/s"),
+        ("baseline: naive consumer", f"{nv:,.0f} tx/s"),
+        ("stage 1, exactly-once", f"{s1:,.0f} tx/s"),
+        ("stage 1, at-least-once", f"{out['stage1_at_least_once']['per_s']:,.0f} tx/s"),
+        ("stage 1 / naive", f"{s1 / nv:.1f}x"),
+        ("stage 1 / ceiling", f"{s1 / c:.0%}"),
+        ("stage 2 on CPU", f"{out['stage2_cpu']['per_s']:,.0f} rows/s"),
+        ("whole pipeline, exactly-once", f"{out['pipeline_max_exactly_once']['per_s']:,.0f} decisions/s"),
+        ("whole pipeline, at-least-once", f"{out['pipeline_max_at_least_once']['per_s']:,.0f} decisions/s"),
+        (
+            "peak RSS stage 1 / stage 2",
+            f"{out['stage1_exactly_once']['peak_rss_mb']:.0f} MB / {out['stage2_cpu']['peak_rss_mb']:.0f} MB",
+        ),
+    ]
+    for k, v in out.items():
+        if k.startswith("latency_") and "p99" in v:
+            mode = "exactly-once" if "exactly" in k else "at-least-once"
+            flag = "" if v["sustained"] else " (not sustained)"
+            rows.append((f"end-to-end @ {v['offered_per_s']:,}/s, {mode}",
+                         f"p50 {v['p50']:.0f} ms, p99 {v['p99']:.0f} ms, p99.9 {v['p99.9']:.0f} ms{flag}"))  # fmt: skip
+    w = max(len(r[0]) for r in rows)
+    lines = [f"| {a.ljust(w)} | {b} |" for a, b in rows]
+    lines.insert(1, f"|{'-' * (w + 2)}|---|")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--loads", type=int, nargs="+", default=[1000, 2000, 5000])
+    parser.add_argument("--seconds", type=float, default=8.0, help="per fixed-load run")
+    args = parser.parse_args()
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    settings = load_settings()
+    from rich.console import Console
+
+    from stream.demo import ensure_model
+
+    ensure_model(settings, Console())
+    b = Bench(settings, args.records, run_id)
+    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                       "python": platform.python_version()}, "records": args.records}  # fmt: skip
+    throughput(b, out)
+    pipeline(b, out, args.loads, args.seconds)
+    gpu(out)
+    text = table(out)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"bench-{run_id}.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()

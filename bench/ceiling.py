@@ -1,0 +1,27 @@
+"""The ceiling: consume → produce with the same sizes, batching and transactions, and no work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from confluent_kafka import Message
+
+from stream.config import BatchSettings, KafkaSettings
+from stream.dlq import Record
+from stream.stage import StageLoop, StopFlag
+
+
+def run_ceiling(kafka: KafkaSettings, topic: str, out_topic: str, group: str, batch: BatchSettings, n: int) -> tuple[int, float]:
+    """Pass every record through unchanged; returns (records, seconds from first consume to last commit)."""
+    seen = [0]
+    stop = StopFlag()
+
+    def process(msgs: Sequence[Message]) -> list[Record]:
+        seen[0] += len(msgs)
+        if seen[0] >= n:
+            stop.set()
+        return [(out_topic, m.key(), m.value(), []) for m in msgs]
+
+    loop = StageLoop("ceiling", kafka, group, topic, f"{group}-tx", batch, process)
+    stats = loop.run(stop, max_idle_s=10)
+    return stats.records, stats.active_s
