@@ -172,7 +172,8 @@ class DecisionReader(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for m in self.consumer.consume(1000, 0.1):
+            # A short timeout: consume(num, timeout) holds what it has until num or the timeout.
+            for m in self.consumer.consume(1000, 0.002):
                 if m.error() is not None:
                     continue
                 now_ms = time.time() * 1000

@@ -1,7 +1,8 @@
 """Settings: one frozen, strict model read from a YAML file and the environment.
 
 Precedence: defaults < file (``--config`` or ``FRAUDSTREAM_CONFIG``) < environment.
-Environment keys are ``FRAUDSTREAM_<SECTION>__<KEY>`` (e.g. ``FRAUDSTREAM_SCORER__MAX_ROWS``),
+Environment keys are ``FRAUDSTREAM_<SECTION>__<KEY>`` (e.g. ``FRAUDSTREAM_SCORER__BATCH__MAX_ROWS``),
+top-level keys ``FRAUDSTREAM_<KEY>`` (``FRAUDSTREAM_LOG_FORMAT``, ``FRAUDSTREAM_ARMS``),
 plus two short aliases used by the test fixtures and the infra scripts:
 ``FRAUDSTREAM_KAFKA_BOOTSTRAP`` and ``FRAUDSTREAM_REDIS_URL``.
 An unknown or mistyped key, in the file or the environment, fails at load with
@@ -131,11 +132,19 @@ class BatchSettings(_Strict):
 
 class ScorerSettings(_Strict):
     group_id: str = "fraudstream-scorer"
-    batch: BatchSettings = BatchSettings()
+    batch: BatchSettings = BatchSettings(max_rows=500, max_wait_ms=10)
     transactional_id_prefix: str = "fraudstream-scorer"
     max_record_bytes: int = Field(65_536, ge=256, description="larger transaction records go to the DLQ")
     max_future_skew_s: int = Field(86_400, ge=0, description="event_time this far past the record timestamp is rejected")
     max_event_age_days: int = Field(0, ge=0, description="older event_time is rejected; 0 = no limit (replays)")
+
+
+class ArmSettings(_Strict):
+    """An A/B arm: customers are assigned by a stable hash of their id, in proportion to `share`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    share: float = Field(gt=0)
+    model_version: str | None = Field(None, description="pinned version; none = the promoted one")
 
 
 class FallbackSettings(_Strict):
@@ -154,7 +163,7 @@ class FallbackSettings(_Strict):
 
 class DeepSettings(_Strict):
     group_id: str = "fraudstream-deep"
-    batch: BatchSettings = BatchSettings(max_rows=256, max_wait_ms=10)
+    batch: BatchSettings = BatchSettings(max_rows=256, max_wait_ms=5)
     transactional_id_prefix: str = "fraudstream-deep"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gpu_memory_fraction: float = Field(0.7, gt=0.0, le=1.0)
@@ -189,6 +198,7 @@ class Settings(_Strict):
     deep: DeepSettings = DeepSettings()
     labels: LabelSettings = LabelSettings()
     fallback: FallbackSettings = FallbackSettings()
+    arms: tuple[ArmSettings, ...] = ()
     model: ModelSettings = ModelSettings()
     metrics: MetricsSettings = MetricsSettings()
     log_format: Literal["console", "json"] = "console"
@@ -213,8 +223,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     for key, value in env.items():
         if key in ENV_ALIASES:
             _set(data, ENV_ALIASES[key], value)
-        elif key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in _TOP_LEVEL_SCALARS:
-            data[key[len(ENV_PREFIX) :].lower()] = value
+        elif key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in Settings.model_fields:
+            data[key[len(ENV_PREFIX) :].lower()] = _env_value(value)
         elif key.startswith(ENV_PREFIX) and "__" in key:
             path_parts = tuple(part.lower() for part in key[len(ENV_PREFIX) :].split("__"))
             _set(data, path_parts, _env_value(value))
@@ -222,9 +232,6 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         return Settings.model_validate(data)
     except PydanticValidationError as exc:
         raise ConfigError(_explain(exc)) from exc
-
-
-_TOP_LEVEL_SCALARS = ("log_format", "log_level")  # FRAUDSTREAM_LOG_FORMAT, FRAUDSTREAM_LOG_LEVEL
 
 
 def _env_value(value: str) -> Any:

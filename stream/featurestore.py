@@ -125,6 +125,13 @@ class RedisFeatureStore:
                 raise FeatureStoreError(f"label update failed: {exc}") from exc
         return n
 
+    def warm_up(self) -> None:
+        """Connect and load the counting script now rather than inside the first batch."""
+        try:
+            self._count_once.sha = self.client.script_load(COUNT_ONCE)
+        except (redis.RedisError, OSError) as exc:
+            raise FeatureStoreError(f"redis unavailable: {exc}") from exc
+
     def heartbeat(self, name: str, ttl_s: float) -> None:
         """Announce that a `name` service is alive for the next ttl_s seconds."""
         self.client.set(f"hb:{self.ns}:{name}", "1", px=int(ttl_s * 1000))

@@ -29,6 +29,9 @@ def produce_stream(
     codec = Codec()
     producer = Producer(kafka.producer_config(None, client_id="fraudstream-feed"))
     topics = kafka.topics
+    # Connect and fetch metadata first: records are timestamped when produce() is called,
+    # so a cold producer would charge its own start-up to the pipeline's latency.
+    producer.list_topics(topics.transactions, timeout=10)
     wanted = {"transaction_id", "event_time", "customer_id", "terminal_id", "amount", "currency", "channel", "mcc",
               "device_id", "ip", "latitude", "longitude", "country"}  # fmt: skip
     label_fields = {"transaction_id", "customer_id", "terminal_id", "is_fraud", "label_time", "event_time", "source"}

@@ -12,7 +12,6 @@ from enum import IntEnum
 
 import numpy as np
 
-from models.artifacts import Thresholds
 from models.features import stable_hash
 
 
@@ -42,7 +41,7 @@ class Arm:
 
     name: str
     share: float
-    model_version: str
+    model_version: str | None  # None: the promoted version (follows `models promote`)
 
 
 def assign_arms(customer_ids: Sequence[str], arms: Sequence[Arm]) -> np.ndarray:
@@ -77,12 +76,6 @@ def deep_outcomes(deep_p: np.ndarray, review_above: np.ndarray, block_above: np.
     out[deep_p >= review_above] = Outcome.REVIEW
     out[deep_p >= block_above] = Outcome.BLOCK
     return out
-
-
-def thresholds_by_row(arm_idx: np.ndarray, per_arm: Sequence[Thresholds], field: str) -> np.ndarray:
-    """The threshold `field` of each row's arm, (n,) float32."""
-    values = np.array([getattr(t, field) for t in per_arm], dtype=np.float32)
-    return np.asarray(values[arm_idx], dtype=np.float32)
 
 
 def top_reasons(

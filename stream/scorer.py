@@ -32,7 +32,7 @@ from stream.dlq import Record, dlq_record
 from stream.errors import ArtifactError, FeatureStoreError
 from stream.featurestore import RedisFeatureStore
 from stream.metrics import Metrics
-from stream.policy import AMBIGUOUS, OUTCOME_NAMES, ROUTE_NAMES, Outcome, Route, route, top_reasons
+from stream.policy import AMBIGUOUS, OUTCOME_NAMES, ROUTE_NAMES, Arm, Outcome, Route, assign_arms, route, top_reasons
 from stream.registry import ModelRegistry
 from stream.rules import evaluate as evaluate_rules
 
@@ -73,8 +73,11 @@ class Scorer:
         deep_available: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
+        arms: Sequence[Arm] = (),
     ) -> None:
         self.codec = codec
+        # No arms configured: one arm that follows the promoted version.
+        self.arms: list[Arm] = list(arms) or [Arm("A", 1.0, None)]
         self.store = store
         self.models = models
         self.topics = topics
@@ -126,17 +129,33 @@ class Scorer:
             return Failure(raw, "ValidationError", f"event_time is more than {max_age} days old", d.source)
         return None
 
+    def warm_up(self) -> None:
+        """Pay one-off costs before consuming: XGBoost's first predictions, the Redis script load."""
+        bundle = self.models.current()
+        x = np.zeros((self.settings.batch.max_rows, len(FEATURE_NAMES)), dtype=np.float32)
+        xgbm.margins(bundle.booster, x[:1])
+        xgbm.margins(bundle.booster, x)
+        xgbm.leaves(bundle.booster, x)
+        xgbm.contributions(bundle.booster, x[:8])
+        try:
+            self.store.warm_up()
+        except FeatureStoreError as exc:
+            log.warning("warm_up_without_redis", error=str(exc))
+
     def emit(self, decision: dict[str, Any]) -> Record:
         """A Decision as an output record; counted for the metrics."""
         self.decided.append((decision["route"], decision["decision"], decision["latency_ms"]))
         return (self.topics.decisions, decision["transaction_id"].encode(), self.codec.encode("Decision", decision), [])
 
-    def _model(self) -> ModelBundle | None:
+    def _model(self, arm: Arm) -> ModelBundle | None:
+        """The arm's pinned version, or the promoted one; None when it cannot be loaded."""
         try:
+            if arm.model_version is not None:
+                return self.models.get(arm.model_version)
             self.models.refresh()
             return self.models.current()
         except ArtifactError as exc:
-            log.error("model_unusable", error=str(exc))
+            log.error("model_unusable", arm=arm.name, error=str(exc))
             return None
 
     def _features(self, events: list[dict[str, Any]]) -> tuple[np.ndarray | None, np.ndarray]:
@@ -176,79 +195,113 @@ class Scorer:
         return margin, xgbm.sigmoid(margin)
 
     def score(self, decoded: Sequence[Decoded], raws: dict[tuple[int | None, int | None], bytes | None]) -> list[Record]:
-        """Score decoded transactions; outputs in input order."""
+        """Score decoded transactions: per A/B arm, its model version and thresholds; outputs in input order."""
         events = [{**d.value, SOURCE_KEY: _source_id(d)} for d in decoded]
         x, repeats = self._features(events)
-        bundle = self._model()
-        scored = self._xgboost(bundle, x)
         decided_at = now_ms()
         out: list[Record] = []
-        keep = ~repeats
         for i in np.flatnonzero(repeats).tolist():
             d = decoded[i]
             reason = f"transaction id {d.value['transaction_id']} was already decided from another record"
             out.append(dlq_record(self.topics.dlq, Failure(raws.get((d.source.partition, d.source.offset)),
                                                            "DuplicateTransaction", reason, d.source), "scorer"))  # fmt: skip
-        if scored is None or bundle is None or x is None:
-            out.extend(self._rules(events, decoded, x, keep, decided_at))
-            return out
+        by_row: dict[int, Record] = {}
+        arm_idx = assign_arms([e["customer_id"] for e in events], self.arms)
+        levels = [Level.NORMAL]
+        for a, arm in enumerate(self.arms):
+            rows = np.flatnonzero((arm_idx == a) & ~repeats)
+            if rows.size == 0:
+                continue
+            bundle = self._model(arm)
+            scored = self._xgboost(bundle, x[rows]) if x is not None and bundle is not None else None
+            if scored is None or bundle is None or x is None:
+                levels.append(self._rules(events, decoded, x, rows, arm, decided_at, by_row))
+            else:
+                levels.append(self._decide(arm, bundle, rows, x, scored, decoded, decided_at, by_row))
+        self.stats.level = max(levels)
+        out.extend(by_row[i] for i in sorted(by_row))
+        return out
+
+    def _decide(
+        self,
+        arm: Arm,
+        bundle: ModelBundle,
+        rows: np.ndarray,
+        x_all: np.ndarray,
+        scored: tuple[np.ndarray, np.ndarray],
+        decoded: Sequence[Decoded],
+        decided_at: int,
+        by_row: dict[int, Record],
+    ) -> Level:
+        """Route one arm's rows with its thresholds: clear cases decided here, the band to the buffer."""
         margin, p = scored
+        x = x_all[rows]
         th = bundle.thresholds
         routes = route(p, np.full(len(p), th.approve_below, np.float32), np.full(len(p), th.block_above, np.float32))
-        ambiguous = np.flatnonzero((routes == AMBIGUOUS) & keep)
-        deep_ok = bool(ambiguous.size == 0 or self.deep_available())
-        self.stats.level = Level.NORMAL if deep_ok else Level.XGB_FALLBACK
+        band = routes == AMBIGUOUS
+        deep_ok = bool(not band.any() or self.deep_available())
         outcome = np.where(routes == Route.XGB_BLOCK, Outcome.BLOCK, Outcome.APPROVE).astype(np.int8)
         if not deep_ok:
-            band = routes == AMBIGUOUS
             routes[band] = Route.XGB_FALLBACK
             outcome[band & (p >= th.fallback_review_above)] = Outcome.REVIEW
-        flagged = np.flatnonzero((outcome != Outcome.APPROVE) & keep)
+        flagged = np.flatnonzero(outcome != Outcome.APPROVE)
         reasons: dict[int, list[tuple[str, float, float]]] = {}
         if flagged.size:
             contrib = xgbm.contributions(bundle.booster, x[flagged])[:, :-1]
             reasons = dict(zip(flagged.tolist(), top_reasons(contrib, x[flagged], FEATURE_NAMES), strict=True))
-        leaves = xgbm.leaves(bundle.booster, x[ambiguous]) if deep_ok else np.zeros((0, 0), np.int32)
-        leaf_row = {int(i): j for j, i in enumerate(ambiguous)}
-        for i in np.flatnonzero(keep).tolist():
+        ambiguous = np.flatnonzero(routes == AMBIGUOUS)
+        leaves = xgbm.leaves(bundle.booster, x[ambiguous])
+        leaf_row = {int(j): n for n, j in enumerate(ambiguous)}
+        for j, i in enumerate(rows.tolist()):
             ev, d = decoded[i].value, decoded[i]
-            if routes[i] == AMBIGUOUS:
+            if routes[j] == AMBIGUOUS:
                 record = {
-                    "transaction": ev, "features": x[i].tolist(), "feature_set_version": FEATURE_SET_VERSION,
-                    "xgb_score": float(p[i]), "xgb_margin": float(margin[i]), "leaf_indices": leaves[leaf_row[i]].tolist(),
-                    "model_version": bundle.version, "arm": "A", "ingest_time": d.source.timestamp_ms, "scored_at": decided_at,
-                    "source_partition": d.source.partition, "source_offset": d.source.offset,
+                    "transaction": ev, "features": x[j].tolist(), "feature_set_version": FEATURE_SET_VERSION,
+                    "xgb_score": float(p[j]), "xgb_margin": float(margin[j]), "leaf_indices": leaves[leaf_row[j]].tolist(),
+                    "model_version": bundle.version, "arm": arm.name, "ingest_time": d.source.timestamp_ms,
+                    "scored_at": decided_at, "source_partition": d.source.partition, "source_offset": d.source.offset,
                 }  # fmt: skip
-                buffered = self.codec.encode("ScoredTransaction", record)
-                out.append((self.topics.ambiguous, ev["customer_id"].encode(), buffered, []))
+                by_row[i] = (
+                    self.topics.ambiguous,
+                    ev["customer_id"].encode(),
+                    self.codec.encode("ScoredTransaction", record),
+                    [],
+                )
                 continue
             decision = decision_record(
-                ev, OUTCOME_NAMES[outcome[i]], float(p[i]), float(p[i]), None, ROUTE_NAMES[routes[i]],
-                reasons.get(i, []), "xgb", bundle.version, "A", d.source.timestamp_ms, decided_at,
+                ev, OUTCOME_NAMES[outcome[j]], float(p[j]), float(p[j]), None, ROUTE_NAMES[routes[j]],
+                reasons.get(j, []), "xgb", bundle.version, arm.name, d.source.timestamp_ms, decided_at,
             )  # fmt: skip
-            out.append(self.emit(decision))
-        return out
+            by_row[i] = self.emit(decision)
+        return Level.NORMAL if deep_ok else Level.XGB_FALLBACK
 
     def _rules(
-        self, events: list[dict[str, Any]], decoded: Sequence[Decoded], x: np.ndarray | None, keep: np.ndarray, decided_at: int
-    ) -> list[Record]:
+        self,
+        events: list[dict[str, Any]],
+        decoded: Sequence[Decoded],
+        x: np.ndarray | None,
+        rows: np.ndarray,
+        arm: Arm,
+        decided_at: int,
+        by_row: dict[int, Record],
+    ) -> Level:
         """Decisions when XGBoost cannot score: rules, else the safe default — never an APPROVE by omission."""
-        outcomes, names = evaluate_rules(self.fallback.rules, events, x, Outcome[self.fallback.rules_no_match])
+        picked = [events[i] for i in rows]
+        outcomes, names = evaluate_rules(self.fallback.rules, picked, None if x is None else x[rows],
+                                         Outcome[self.fallback.rules_no_match])  # fmt: skip
         safe = Outcome[self.fallback.safe_default]
-        self.stats.level = Level.SAFE_DEFAULT if (outcomes < 0).any() else Level.RULES
-        version = self.models.requested if self.models.broken else self.models.current().version
-        out: list[Record] = []
-        for i in np.flatnonzero(keep).tolist():
+        version = arm.model_version or (self.models.requested if self.models.broken else self.models.current().version)
+        for j, i in enumerate(rows.tolist()):
             ev, d = events[i], decoded[i]
-            if outcomes[i] < 0:
+            if outcomes[j] < 0:
                 o, r, why = safe, Route.SAFE_DEFAULT, "safe_default"
             else:
-                o, r, why = Outcome(int(outcomes[i])), Route.RULES, names[i] or "no_rule_matched"
-            reasons = [(why, float(ev["amount"]) / 100, 1.0)] if o != Outcome.APPROVE or r == Route.RULES else []
+                o, r, why = Outcome(int(outcomes[j])), Route.RULES, names[j] or "no_rule_matched"
+            reasons = [(why, float(ev["amount"]) / 100, 1.0)]
             rec = decision_record(ev, o.name, 1.0 if o != Outcome.APPROVE else 0.0, None, None, r.name, reasons, "rules",
-                                  version, "A", d.source.timestamp_ms, decided_at)  # fmt: skip
-            out.append(self.emit(rec))
-        return out
+                                  version, arm.name, d.source.timestamp_ms, decided_at)  # fmt: skip
+            by_row[i] = self.emit(rec)
+        return Level.SAFE_DEFAULT if (outcomes < 0).any() else Level.RULES
 
 
 def _source_id(d: Decoded) -> int:

@@ -15,6 +15,7 @@ from stream.featurestore import RedisFeatureStore
 from stream.health import DEEP, DeepHealth
 from stream.labels import LabelConsumer
 from stream.metrics import Metrics, serve
+from stream.policy import Arm
 from stream.registry import ModelRegistry
 from stream.scorer import Scorer
 from stream.stage import StageLoop
@@ -55,7 +56,9 @@ def scorer_loop(settings: Settings, instance: str = "0") -> StageLoop:
     metrics = _metrics(settings, "scorer")
     health = DeepHealth(settings.kafka, settings.deep.group_id, store, settings.fallback, time.monotonic)
     scorer = Scorer(Codec(), store, models, settings.kafka.topics, settings.scorer, settings.fallback,
-                    health.available, metrics=metrics)  # fmt: skip
+                    health.available, metrics=metrics,
+                    arms=[Arm(a.name, a.share, a.model_version) for a in settings.arms])  # fmt: skip
+    scorer.warm_up()
     s = settings.scorer
     return StageLoop("scorer", settings.kafka, s.group_id, settings.kafka.topics.transactions,
                      f"{s.transactional_id_prefix}-{instance}", s.batch, scorer.process, metrics=metrics,

@@ -245,3 +245,33 @@ def test_promoted_model_takes_effect_without_restart(pipeline: Pipeline, trained
     assert {d["model_version"] for d in second} == {"v2"}
     assert {d["route"] for d in second} >= {"DEEP", "XGB_APPROVE"}  # both stages switched
     assert_exactly_once(pipeline, events)
+
+
+def test_ab_arms_pin_a_version_per_customer(pipeline: Pipeline, trained: TrainedModel, tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    shutil.copytree(trained.root, root)
+    shutil.copytree(root / trained.version, root / "v2")
+    manifest = json.loads((root / "v2" / "manifest.json").read_text())
+    (root / "v2" / "manifest.json").write_text(json.dumps({**manifest, "version": "v2"}))
+    pipeline.env.update({
+        "FRAUDSTREAM_MODEL__DIR": str(root),
+        "FRAUDSTREAM_ARMS": f"[{{name: A, share: 3, model_version: {trained.version}}}, "
+        "{name: B, share: 1, model_version: v2}]",
+    })  # fmt: skip
+    events = last_events(trained.sim, 3_000)
+    pipeline.start("score")
+    pipeline.start("deep")
+    wait_assigned(pipeline, "score-0")
+    wait_assigned(pipeline, "deep-0")
+    time.sleep(1.0)
+    decisions = phase(pipeline, events, 0)
+    assert len(decisions) == 3_000
+    arms_of: dict[str, set[tuple[str, str]]] = {}
+    for d in decisions:
+        arms_of.setdefault(d["customer_id"], set()).add((d["arm"], d["model_version"]))
+    assert all(len(v) == 1 for v in arms_of.values())  # a customer always lands in the same arm
+    pairs = Counter(next(iter(v)) for v in arms_of.values())
+    assert set(pairs) == {("A", trained.version), ("B", "v2")}
+    share_b = pairs[("B", "v2")] / sum(pairs.values())
+    assert 0.15 < share_b < 0.35  # 1 of 4 shares
+    assert {d["route"] for d in decisions if d["arm"] == "B"} >= {"DEEP", "XGB_APPROVE"}  # both stages honour the arm

@@ -93,6 +93,9 @@ def test_unknown_and_mistyped_config_keys_are_named() -> None:
         load_settings(environ={"FRAUDSTREAM_KAFKA__PROCESSING": "twice"})
     s = load_settings(environ={"FRAUDSTREAM_KAFKA_BOOTSTRAP": "h:1", "FRAUDSTREAM_KAFKA__PROCESSING": "at_least_once"})
     assert s.kafka.bootstrap == "h:1" and not s.kafka.exactly_once
+    arms = load_settings(environ={"FRAUDSTREAM_ARMS": "[{name: A, share: 1}, {name: B, share: 1, model_version: v2}]"}).arms
+    assert [(a.name, a.model_version) for a in arms] == [("A", None), ("B", "v2")]
+    assert load_settings(environ={"FRAUDSTREAM_LOG_FORMAT": "json"}).log_format == "json"
     assert s.kafka.consumer_config("g")["isolation.level"] == "read_committed"
 
 
