@@ -3,6 +3,7 @@ SIGTERM under load, hot reload — on the real broker and Redis."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import signal
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastavro import parse_schema, schemaless_writer
 
+import schemas
 from models.artifacts import promote
-from stream.codec import Codec
+from stream.codec import Codec, frame
 from stream.dlq import headers_dict
 from stream.testing import free_port, sample_transaction
 from tests.e2e.conftest import Pipeline, RedisServer, TrainedModel, last_events, wait_assigned
@@ -159,6 +162,12 @@ def test_hostile_input_ends_where_documented_and_metrics_count_it(pipeline: Pipe
         "tombstone": None,
     }
     hostile["wrong_type"] = b"\x00\x00\x00\x03\xe9" + (hostile["wrong_type"] or b"")  # a Label body under the Transaction id
+    # A producer on an old or wrong schema that lacks a required field (mcc), framed as Transaction.
+    reduced = schemas.schema_json("Transaction")
+    reduced["fields"] = [f for f in reduced["fields"] if f["name"] != "mcc"]
+    buf = io.BytesIO()
+    schemaless_writer(buf, parse_schema(reduced), short)
+    hostile["missing_required_field"] = frame(1001, buf.getvalue())
     null_key = sample_transaction(12, transaction_id="null-key-tx", event_time=now_ms)
     repeat = good[0]
 
