@@ -43,6 +43,17 @@ def parsed(name: str) -> dict[str, Any]:
     return result
 
 
+def expanded(name: str) -> dict[str, Any]:
+    """The schema with named types it uses inlined: what a registry stores on its own."""
+    raw = schema_json(name)
+    if name == "ScoredTransaction":
+        raw["fields"] = [
+            {**f, "type": schema_json("Transaction")} if f["type"] == "io.fraudstream.Transaction" else f
+            for f in raw["fields"]
+        ]
+    return raw
+
+
 def fixed_id(name: str) -> int:
     """The bundled schema id of `name`."""
     return BUNDLED[name][1]

@@ -22,10 +22,10 @@ from models.artifacts import ModelBundle
 from models.dataset import read_table
 from models.evaluation import detection_metrics
 from models.features import FeatureEngine, OfflineFeatures
-from stream.codec import Codec
 from stream.config import KafkaSettings
 from stream.inline import Scored, score_both
 from stream.policy import OUTCOME_NAMES, ROUTE_NAMES
+from stream.registry_client import codec_for
 from stream.runtime import DeviceRunner
 from stream.timerange import read_range
 
@@ -55,7 +55,7 @@ def load(
 ) -> BacktestData:  # fmt: skip
     """Read the window, its look-back, the labels and the published decisions from Kafka."""
     say = progress or (lambda _m: None)
-    codec = Codec()
+    codec = codec_for(kafka)
     t = kafka.topics
     say("reading transactions")
     history: list[dict[str, Any]] = []

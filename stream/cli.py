@@ -24,8 +24,6 @@ from stream.logs import configure
 app = typer.Typer(help="Real-time fraud detection on Kafka.", no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="Model versions.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-dlq_app = typer.Typer(help="Dead-lettered records: list, show, re-drive.", no_args_is_help=True)
-app.add_typer(dlq_app, name="dlq")
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file")]
@@ -206,190 +204,6 @@ def models_promote(version: str, root: Path = Path("artifacts")) -> None:
     console.print(f"promoted {version}")
 
 
-@dlq_app.command("list")
-def dlq_list(config: ConfigOpt = None, error: Annotated[str | None, typer.Option(help="only this error class")] = None) -> None:
-    """One line per DLQ record: where it came from and why."""
-    from stream.dlqtool import read_dlq
-
-    settings = _settings(config)
-    t = Table()
-    for c in ("ref", "error", "stage", "source", "reason"):
-        t.add_column(c)
-    n = 0
-    for d in read_dlq(settings.kafka):
-        h = d.headers
-        if error and h.get("error.class") != error:
-            continue
-        n += 1
-        source = f"{h.get('source.topic')}/{h.get('source.partition')}:{h.get('source.offset')}"
-        t.add_row(d.ref, h.get("error.class", "?"), h.get("stage", "?"), source, h.get("error.message", "")[:80])
-    console.print(t)
-    console.print(f"{n} record(s)")
-
-
-@dlq_app.command("show")
-def dlq_show(ref: Annotated[str, typer.Argument(help="PARTITION:OFFSET in the DLQ")], config: ConfigOpt = None) -> None:
-    """Headers and bytes of one DLQ record."""
-    from stream.dlqtool import read_dlq
-
-    settings = _settings(config)
-    for d in read_dlq(settings.kafka):
-        if d.ref == ref:
-            for k, v in d.headers.items():
-                console.print(f"{k}: {v}")
-            console.print(f"key: {d.key!r}")
-            console.print(f"value ({len(d.value or b'')} bytes): {(d.value or b'')[:256].hex(' ')}")
-            return
-    raise _fail(FraudstreamError(f"no DLQ record {ref}"))
-
-
-@dlq_app.command("redrive")
-def dlq_redrive(
-    refs: Annotated[list[str] | None, typer.Argument(help="PARTITION:OFFSET refs; none = all matching --error")] = None,
-    error: Annotated[str | None, typer.Option(help="only this error class")] = None,
-    to_topic: Annotated[str | None, typer.Option(help="default: each record's source topic")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Produce dead-lettered records' original bytes back to their source topic."""
-    from stream.dlqtool import read_dlq, redrive
-
-    settings = _settings(config)
-    wanted = set(refs or [])
-    letters = [d for d in read_dlq(settings.kafka)
-               if (not wanted or d.ref in wanted) and (not error or d.headers.get("error.class") == error)]  # fmt: skip
-    console.print(f"re-drove {redrive(settings.kafka, letters, to_topic)} record(s)")
-
-
-FromOpt = Annotated[str, typer.Option("--from", help="record time: epoch ms or ISO-8601 (UTC)")]
-ToOpt = Annotated[str | None, typer.Option("--to", help="record time, exclusive; default: now")]
-
-
-@app.command()
-def backtest(
-    start: FromOpt,
-    out: Annotated[Path, typer.Option(help="folder for metrics.json and report.html")],
-    end: ToOpt = None,
-    model: Annotated[str, typer.Option(help="model version to replay the window through")] = "latest",
-    lookback_days: Annotated[float, typer.Option(help="feature warm-up before --from (record time)")] = 35.0,
-    labels: Annotated[Path | None, typer.Option(help="labels file instead of the labels topic")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """What would MODEL have decided for a time range, how good is it, and how does it compare with live?"""
-    from models.artifacts import load_bundle, resolve
-    from stream import backtest as bt
-    from stream.report import live_scores_for, render
-    from stream.timerange import parse_time
-
-    settings = _settings(config)
-    try:
-        t1, t2 = parse_time(start), parse_time(end) if end else int(time.time() * 1000)
-        bundle = load_bundle(resolve(settings.model.dir, model))
-        with console.status("backtest") as status:
-            data = bt.load(settings.kafka, t1, t2, lookback_days, labels, progress=lambda m: status.update(m))
-            status.update(f"scoring {len(data.window):,} transactions after {len(data.history):,} of warm-up")
-            result = bt.run(bundle, data)
-    except FraudstreamError as exc:
-        raise _fail(exc) from exc
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
-    (out / "report.html").write_text(render(result, live_scores_for(result, data.live), f"Backtest of {bundle.version}"))
-    m = result.metrics
-    console.print(f"{m['window']['transactions']:,} transactions, {m['window']['frauds']} frauds; candidate {bundle.version}: "
-                  f"AP {m['candidate']['detection'].get('average_precision', float('nan')):.4f}, "
-                  f"caught {m['candidate']['fraud_caught']:.1%}")  # fmt: skip
-    if "comparison" in m:
-        console.print(f"same decision as live: {m['comparison']['same_decision']:.2%} of {m['live']['decisions_found']:,}")
-    console.print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
-
-
-@app.command()
-def replay(
-    start: FromOpt,
-    to_topic: Annotated[str, typer.Option(help="destination topic")],
-    end: ToOpt = None,
-    topic: Annotated[str | None, typer.Option(help="source topic (default: the transactions topic)")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Re-publish a time range (keys, timestamps, headers kept): shadow runs, load tests."""
-    from stream.replay import replay as run_replay
-    from stream.timerange import parse_time
-    from stream.topics import ensure_topics
-
-    settings = _settings(config)
-    try:
-        ensure_topics(settings.kafka, [to_topic])
-        n = run_replay(settings.kafka, topic or settings.kafka.topics.transactions, parse_time(start),
-                       parse_time(end) if end else None, to_topic)  # fmt: skip
-    except FraudstreamError as exc:
-        raise _fail(exc) from exc
-    console.print(f"replayed {n:,} records into {to_topic}")
-
-
-@app.command()
-def explain(
-    transaction_id: str,
-    start: Annotated[str, typer.Option("--from", help="record time to search from")] = "0",
-    end: ToOpt = None,
-    lookback_days: float = 35.0,
-    html_out: Annotated[Path | None, typer.Option("--html", help="write the audit view as HTML")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Exact explanations of one decision: TreeSHAP (XGBoost) and integrated gradients (MLP)."""
-    from stream.explain import explain as run_explain
-    from stream.explain import to_html
-    from stream.timerange import parse_time
-
-    settings = _settings(config)
-    try:
-        e = run_explain(settings.kafka, settings.model.dir, transaction_id, parse_time(start),
-                        parse_time(end) if end else None, lookback_days)  # fmt: skip
-    except FraudstreamError as exc:
-        raise _fail(exc) from exc
-    d = e.decision
-    console.print(f"{transaction_id}: {d['decision']} via {d['route']} (model {d['model_version']}, score {d['score']:.4f})")
-    t = Table()
-    for c in ("feature", "value", "XGBoost (TreeSHAP)", "MLP (integrated gradients)"):
-        t.add_column(c)
-    for f, v, a, b in e.rows():
-        t.add_row(f, f"{v:.4g}", f"{a:+.4f}", f"{b:+.4f}" if e.deep else "-")
-    console.print(t)
-    console.print(f"XGBoost: bias {e.xgb.base:+.4f} + contributions = margin {e.xgb.output:+.4f}")
-    if e.deep:
-        console.print(f"MLP: baseline {e.deep.base:+.4f} + attributions = logit {e.deep.output:+.4f}")
-    if html_out:
-        html_out.write_text(to_html(e))
-
-
-@app.command()
-def shadow(
-    model: Annotated[str, typer.Option(help="candidate version")],
-    config: ConfigOpt = None,
-    instance: Annotated[str, typer.Option()] = "0",
-    exit_when_idle: Annotated[float | None, typer.Option()] = None,
-) -> None:
-    """A candidate scores live traffic into the shadow topic; real decisions are untouched."""
-    from models.artifacts import load_bundle, resolve
-    from stream.codec import Codec
-    from stream.services import feature_store
-    from stream.shadow import ShadowScorer
-    from stream.stage import StageLoop, StopFlag
-
-    settings = _settings(config)
-    try:
-        bundle = load_bundle(resolve(settings.model.dir, model))
-    except FraudstreamError as exc:
-        raise _fail(exc) from exc
-    store = feature_store(settings, int(bundle.manifest.get("train_config", {}).get("delay_days", 7)))
-    store.ns = f"{settings.redis.namespace}-shadow-{bundle.version}"  # its own state: never the live keys
-    scorer = ShadowScorer(Codec(), store, bundle, settings.kafka.topics)
-    group = f"fraudstream-shadow-{bundle.version}"
-    loop = StageLoop("shadow", settings.kafka, group, settings.kafka.topics.transactions, f"{group}-{instance}",
-                     settings.scorer.batch, scorer.process)  # fmt: skip
-    stop = StopFlag()
-    stop.install()
-    loop.run(stop, max_idle_s=exit_when_idle)
-
-
 def _serve(kind: str, config: Path | None, instance: str, max_idle_s: float | None) -> None:
     from stream import services
     from stream.stage import StopFlag
@@ -475,3 +289,8 @@ def demo(
 
 def main() -> None:
     app()
+
+
+# Operator commands (dlq, backtest, replay, explain, shadow) live in their own module;
+# importing it registers them on `app`.
+from stream import cli_ops  # noqa: E402, F401

@@ -29,10 +29,10 @@ from models.dataset import to_events, to_label_events
 from models.features import DAY_MS, FeatureEngine, OfflineFeatures
 from models.simulator import SimConfig, simulate
 from models.training import TrainConfig, train_models
-from stream.codec import Codec
 from stream.config import Settings, load_settings
 from stream.featurestore import RedisFeatureStore
 from stream.feed import produce_stream
+from stream.registry_client import codec_for
 from stream.topics import ensure_topics, pipeline_topics
 
 
@@ -123,7 +123,7 @@ def run_demo(settings: Settings, config: Path | None, rate: float, seconds: floa
         args=(run_settings.kafka, events, rate, labels),
         kwargs={"on_progress": lambda n: sent.__setitem__(0, n)},
     )
-    codec = Codec()
+    codec = codec_for(run_settings.kafka)
     consumer = Consumer(run_settings.kafka.consumer_config(f"demo-{run_id}-view"))
     consumer.subscribe([run_settings.kafka.topics.decisions])
     counts: Counter[tuple[str, str]] = Counter()

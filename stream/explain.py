@@ -19,9 +19,9 @@ from models import xgb as xgbm
 from models.artifacts import load_bundle
 from models.explain import Attribution, integrated_gradients, tree_shap
 from models.features import FEATURE_NAMES, FeatureEngine, OfflineFeatures
-from stream.codec import Codec
 from stream.config import KafkaSettings
 from stream.errors import ConfigError
+from stream.registry_client import codec_for
 from stream.timerange import read_range
 
 DAY_MS = 86_400_000
@@ -47,7 +47,7 @@ def explain(
     kafka: KafkaSettings, model_root: Path, transaction_id: str, start_ms: int, end_ms: int | None, lookback_days: float
 ) -> Explanation:
     """Find, rebuild and explain one decision."""
-    codec = Codec()
+    codec = codec_for(kafka)
     decision = None
     for m in read_range(kafka, kafka.topics.decisions, start_ms, end_ms):
         if m.key() == transaction_id.encode():

@@ -10,8 +10,8 @@ from typing import Any
 from confluent_kafka import Producer
 
 from stream.checkpoint import produce
-from stream.codec import Codec
 from stream.config import KafkaSettings
+from stream.registry_client import codec_for
 
 
 def produce_stream(
@@ -26,7 +26,7 @@ def produce_stream(
 
     Returns (transactions sent, labels sent).
     """
-    codec = Codec()
+    codec = codec_for(kafka)
     producer = Producer(kafka.producer_config(None, client_id="fraudstream-feed"))
     topics = kafka.topics
     # Connect and fetch metadata first: records are timestamped when produce() is called,

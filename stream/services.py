@@ -9,7 +9,6 @@ import redis
 import structlog
 
 from models.features import FeatureEngine
-from stream.codec import Codec
 from stream.config import Settings
 from stream.featurestore import RedisFeatureStore
 from stream.health import DEEP, DeepHealth
@@ -17,6 +16,7 @@ from stream.labels import LabelConsumer
 from stream.metrics import Metrics, serve
 from stream.policy import Arm
 from stream.registry import ModelRegistry
+from stream.registry_client import codec_for
 from stream.scorer import Scorer
 from stream.stage import StageLoop
 from stream.topics import ensure_topics, pipeline_topics
@@ -55,7 +55,7 @@ def scorer_loop(settings: Settings, instance: str = "0") -> StageLoop:
     store = feature_store(settings, _delay_days(models))
     metrics = _metrics(settings, "scorer")
     health = DeepHealth(settings.kafka, settings.deep.group_id, store, settings.fallback, time.monotonic)
-    scorer = Scorer(Codec(), store, models, settings.kafka.topics, settings.scorer, settings.fallback,
+    scorer = Scorer(codec_for(settings.kafka), store, models, settings.kafka.topics, settings.scorer, settings.fallback,
                     health.available, metrics=metrics,
                     arms=[Arm(a.name, a.share, a.model_version) for a in settings.arms])  # fmt: skip
     scorer.warm_up()
@@ -88,7 +88,7 @@ def deep_loop(settings: Settings, instance: str = "0") -> StageLoop:
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
     models = ModelRegistry(settings.model.dir, settings.model.version)
     metrics = _metrics(settings, "deep")
-    worker = DeepWorker(Codec(), models, settings.kafka.topics, settings.deep, metrics=metrics)
+    worker = DeepWorker(codec_for(settings.kafka), models, settings.kafka.topics, settings.deep, metrics=metrics)
     beat = heartbeat(feature_store(settings, 7), settings.fallback.deep_heartbeat_s)
     d = settings.deep
     return StageLoop("deep", settings.kafka, d.group_id, settings.kafka.topics.ambiguous,
@@ -98,7 +98,7 @@ def deep_loop(settings: Settings, instance: str = "0") -> StageLoop:
 
 def labels_loop(settings: Settings, delay_days: int = 7, instance: str = "0") -> StageLoop:
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
-    consumer = LabelConsumer(Codec(), feature_store(settings, delay_days), settings.kafka.topics)
+    consumer = LabelConsumer(codec_for(settings.kafka), feature_store(settings, delay_days), settings.kafka.topics)
     metrics = _metrics(settings, "labels")
     lb = settings.labels
     return StageLoop("labels", settings.kafka, lb.group_id, settings.kafka.topics.labels,

@@ -233,12 +233,18 @@ def test_sigterm_under_load_loses_nothing_and_exits_zero(pipeline: Pipeline, tra
     assert_exactly_once(pipeline, events)
 
 
-def test_promoted_model_takes_effect_without_restart(pipeline: Pipeline, trained: TrainedModel, tmp_path: Path) -> None:
+def two_versions(trained: TrainedModel, tmp_path: Path) -> Path:
+    """A private artifacts root with the trained version and a second one, `v2`, of the same weights."""
     root = tmp_path / "artifacts"
     shutil.copytree(trained.root, root)
     shutil.copytree(root / trained.version, root / "v2")
     manifest = json.loads((root / "v2" / "manifest.json").read_text())
     (root / "v2" / "manifest.json").write_text(json.dumps({**manifest, "version": "v2"}))
+    return root
+
+
+def test_promoted_model_takes_effect_without_restart(pipeline: Pipeline, trained: TrainedModel, tmp_path: Path) -> None:
+    root = two_versions(trained, tmp_path)
     promote(root, trained.version)
     pipeline.env.update({"FRAUDSTREAM_MODEL__DIR": str(root), "FRAUDSTREAM_MODEL__VERSION": "latest"})
     events = last_events(trained.sim, 3_000)
@@ -257,11 +263,7 @@ def test_promoted_model_takes_effect_without_restart(pipeline: Pipeline, trained
 
 
 def test_ab_arms_pin_a_version_per_customer(pipeline: Pipeline, trained: TrainedModel, tmp_path: Path) -> None:
-    root = tmp_path / "artifacts"
-    shutil.copytree(trained.root, root)
-    shutil.copytree(root / trained.version, root / "v2")
-    manifest = json.loads((root / "v2" / "manifest.json").read_text())
-    (root / "v2" / "manifest.json").write_text(json.dumps({**manifest, "version": "v2"}))
+    root = two_versions(trained, tmp_path)
     pipeline.env.update({
         "FRAUDSTREAM_MODEL__DIR": str(root),
         "FRAUDSTREAM_ARMS": f"[{{name: A, share: 3, model_version: {trained.version}}}, "
