@@ -23,6 +23,7 @@ from models.dataset import read_table
 from models.evaluation import detection_metrics
 from models.features import FeatureEngine, OfflineFeatures
 from stream.config import KafkaSettings
+from stream.errors import PoisonError
 from stream.inline import Scored, score_both
 from stream.policy import OUTCOME_NAMES, ROUTE_NAMES
 from stream.registry_client import codec_for
@@ -64,8 +65,8 @@ def load(
     for m in read_range(kafka, t.transactions, start_ms - int(lookback_days * DAY_MS), end_ms):
         try:
             tx = codec.decode("Transaction", m.value())
-        except Exception:
-            bad += 1
+        except PoisonError:
+            bad += 1  # unreadable records went to the DLQ live; they are counted, not scored
             continue
         _, ts = m.timestamp()
         tx |= {"_partition": m.partition(), "_offset": m.offset()}

@@ -20,7 +20,7 @@ from models.artifacts import load_bundle
 from models.explain import Attribution, integrated_gradients, tree_shap
 from models.features import FEATURE_NAMES, FeatureEngine, OfflineFeatures
 from stream.config import KafkaSettings
-from stream.errors import ConfigError
+from stream.errors import ConfigError, PoisonError
 from stream.registry_client import codec_for
 from stream.timerange import read_range
 
@@ -58,8 +58,8 @@ def explain(
     for m in read_range(kafka, kafka.topics.transactions, start_ms - int(lookback_days * DAY_MS), end_ms):
         try:
             tx = codec.decode("Transaction", m.value())
-        except Exception:  # noqa: S112 - dead-lettered records are not part of any state
-            continue
+        except PoisonError:
+            continue  # dead-lettered records are not part of any state
         events.append(tx | {"_partition": m.partition(), "_offset": m.offset()})
         if tx["transaction_id"] == transaction_id:
             break

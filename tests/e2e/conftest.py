@@ -73,6 +73,15 @@ class Pipeline:
         self.procs[name] = proc
         return proc
 
+    def start_stages(self, score_env: dict[str, str] | None = None, deep_env: dict[str, str] | None = None) -> None:
+        """Scorer and deep worker; returns once both own partitions and one health check
+        has seen the worker's heartbeat, so the band goes to the deep stage from the start."""
+        self.start("score", **(score_env or {}))
+        self.start("deep", **(deep_env or {}))
+        wait_assigned(self, "score-0")
+        wait_assigned(self, "deep-0")
+        time.sleep(1.0)
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         proc = self.procs[name]
         proc.send_signal(sig)

@@ -27,7 +27,7 @@ from stream.replay import replay
 from stream.report import PLOTS, live_scores_for, render
 from stream.timerange import read_range
 from stream.topics import ensure_topics
-from tests.e2e.conftest import Pipeline, TrainedModel, last_events, wait_assigned
+from tests.e2e.conftest import Pipeline, TrainedModel, last_events
 
 pytestmark = pytest.mark.e2e
 
@@ -43,11 +43,7 @@ def _snapshot(url: str, ns: str) -> dict[bytes, bytes | None]:
 def test_backtest_replay_explain_and_shadow(pipeline: Pipeline, trained: TrainedModel, tmp_path: Path) -> None:
     events = last_events(trained.sim, 4_000)
     window_ids = {e["transaction_id"] for e in events[2000:]}
-    pipeline.start("score")
-    pipeline.start("deep")
-    wait_assigned(pipeline, "score-0")
-    wait_assigned(pipeline, "deep-0")
-    time.sleep(1.0)
+    pipeline.start_stages()
     pipeline.produce(events[:2000])
     time.sleep(0.5)
     t1 = int(time.time() * 1000)

@@ -49,10 +49,7 @@ def assert_exactly_once(pipeline: Pipeline, events: list[dict[str, Any]]) -> lis
 def test_deep_worker_down_falls_back_to_xgboost_then_recovers(pipeline: Pipeline, trained: TrainedModel) -> None:
     fast = {"FRAUDSTREAM_FALLBACK__DEEP_HEARTBEAT_S": "2", "FRAUDSTREAM_FALLBACK__DEEP_CHECK_INTERVAL_S": "0.5"}
     events = last_events(trained.sim, 6_000)
-    pipeline.start("score", **fast)
-    pipeline.start("deep", **fast)
-    wait_assigned(pipeline, "score-0")
-    wait_assigned(pipeline, "deep-0")
+    pipeline.start_stages(score_env=fast, deep_env=fast)
     first = phase(pipeline, events[:2000], 0)
     assert routes(first)["DEEP"] > 0 and routes(first)["XGB_FALLBACK"] == 0
 
@@ -172,11 +169,7 @@ def test_hostile_input_ends_where_documented_and_metrics_count_it(pipeline: Pipe
     repeat = good[0]
 
     port = free_port()
-    pipeline.start("score", FRAUDSTREAM_METRICS__PORT=str(port))
-    pipeline.start("deep")
-    wait_assigned(pipeline, "score-0")
-    wait_assigned(pipeline, "deep-0")
-    time.sleep(1.0)  # one health check after the worker's first heartbeat
+    pipeline.start_stages(score_env={"FRAUDSTREAM_METRICS__PORT": str(port)})
     pipeline.produce(good[:1000])
     pipeline.produce_raw(list(hostile.values()))
     from confluent_kafka import Producer
@@ -248,11 +241,7 @@ def test_promoted_model_takes_effect_without_restart(pipeline: Pipeline, trained
     promote(root, trained.version)
     pipeline.env.update({"FRAUDSTREAM_MODEL__DIR": str(root), "FRAUDSTREAM_MODEL__VERSION": "latest"})
     events = last_events(trained.sim, 3_000)
-    pipeline.start("score")
-    pipeline.start("deep")
-    wait_assigned(pipeline, "score-0")
-    wait_assigned(pipeline, "deep-0")
-    time.sleep(1.0)
+    pipeline.start_stages()
     first = phase(pipeline, events[:1500], 0)
     assert {d["model_version"] for d in first} == {trained.version}
     promote(root, "v2")
@@ -270,11 +259,7 @@ def test_ab_arms_pin_a_version_per_customer(pipeline: Pipeline, trained: Trained
         "{name: B, share: 1, model_version: v2}]",
     })  # fmt: skip
     events = last_events(trained.sim, 3_000)
-    pipeline.start("score")
-    pipeline.start("deep")
-    wait_assigned(pipeline, "score-0")
-    wait_assigned(pipeline, "deep-0")
-    time.sleep(1.0)
+    pipeline.start_stages()
     decisions = phase(pipeline, events, 0)
     assert len(decisions) == 3_000
     arms_of: dict[str, set[tuple[str, str]]] = {}

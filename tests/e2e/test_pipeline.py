@@ -21,7 +21,7 @@ from stream.codec import Codec
 from stream.dlq import headers_dict
 from stream.runtime import DeviceRunner
 from stream.testing import sample_transaction
-from tests.e2e.conftest import Pipeline, TrainedModel, last_events, wait_assigned
+from tests.e2e.conftest import Pipeline, TrainedModel, last_events
 
 pytestmark = pytest.mark.e2e
 
@@ -39,11 +39,7 @@ def _malformed() -> list[bytes | None]:
 
 def test_every_transaction_gets_exactly_one_decision_matching_offline(pipeline: Pipeline, trained: TrainedModel) -> None:
     events = last_events(trained.sim, 20_000)
-    pipeline.start("score")
-    pipeline.start("deep")
-    wait_assigned(pipeline, "score-0")
-    wait_assigned(pipeline, "deep-0")
-    time.sleep(1.0)  # the scorer has seen the worker's heartbeat: the band goes to the deep stage
+    pipeline.start_stages()
     pipeline.produce(events[:10_000])
     pipeline.produce_raw(_malformed())
     pipeline.produce(events[10_000:])
