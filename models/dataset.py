@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -162,8 +161,3 @@ def fingerprint(df: pd.DataFrame) -> str:
     for col in (*REQUIRED,):
         h.update(pd.util.hash_pandas_object(df[col], index=False).to_numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def as_mapping(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of an event with clean Python values."""
-    return {k: _clean(v) for k, v in row.items()}

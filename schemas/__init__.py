@@ -48,8 +48,7 @@ def expanded(name: str) -> dict[str, Any]:
     raw = schema_json(name)
     if name == "ScoredTransaction":
         raw["fields"] = [
-            {**f, "type": schema_json("Transaction")} if f["type"] == "io.fraudstream.Transaction" else f
-            for f in raw["fields"]
+            {**f, "type": schema_json("Transaction")} if f["type"] == "io.fraudstream.Transaction" else f for f in raw["fields"]
         ]
     return raw
 

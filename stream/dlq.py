@@ -8,9 +8,6 @@ from stream.codec import Failure
 
 Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]  # topic, key, value, headers
 
-HEADER_NAMES = ("error.class", "error.message", "stage", "source.topic", "source.partition", "source.offset",
-                "source.timestamp", "dlq.timestamp")  # fmt: skip
-
 
 def dlq_record(dlq_topic: str, failure: Failure, stage: str, now_ms: int | None = None) -> Record:
     """A DLQ record for `failure`, keyed as the original was."""

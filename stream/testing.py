@@ -8,7 +8,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ from stream.infra import run_infra
 
 __all__ = [
     "FakeClock",
-    "ListSink",
     "LocalInfra",
     "free_port",
     "infra_env",
@@ -38,23 +37,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@dataclass
-class ListSink:
-    """Collects what a stage would produce: (topic, key, value, headers)."""
-
-    records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = field(default_factory=list)
-
-    def produce(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-        **_: Any,
-    ) -> None:
-        self.records.append((topic, key, value, list(headers or [])))
 
 
 def unique(prefix: str) -> str:
