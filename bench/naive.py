@@ -7,12 +7,13 @@ one row, produce, commit — over the same data and the same feature definitions
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import numpy as np
 import xgboost as xgb
 from confluent_kafka import Consumer, Producer
 
-from models.features import FEATURE_NAMES, HISTORY_DTYPE, FeatureEngine, TerminalState
+from models.features import HISTORY_DTYPE, RING_DAYS, TX, FeatureEngine, ring_add, ring_from_bytes
 from stream.codec import Codec
 from stream.config import KafkaSettings
 from stream.featurestore import RedisFeatureStore
@@ -40,21 +41,17 @@ def run_naive(kafka: KafkaSettings, topic: str, out_topic: str, group: str, keys
                 started = time.perf_counter()
             tx = codec.decode("Transaction", msg.value())
             ckey, tkey = keys.customer_key(tx["customer_id"]), keys.terminal_key(tx["terminal_id"])
-            blob = r.get(ckey)  # round trip 1
-            hist = np.frombuffer(blob, dtype=HISTORY_DTYPE).copy() if blob else np.zeros(0, HISTORY_DTYPE)
-            counts = r.hgetall(tkey)  # round trip 2
-            state = TerminalState()
-            for k, v in counts.items():
-                kind, _, day = k.decode().partition(":")
-                (state.tx if kind == "n" else state.fraud)[int(day)] = int(v)
-            row = np.full(len(FEATURE_NAMES), np.nan, dtype=np.float64)
-            engine.event_only(tx, row)
-            new, _ = engine.customer(hist, tx, row)
-            engine.terminal(state, int(tx["event_time"]), row)
-            if new is not None:
-                r.set(ckey, new.tobytes())  # round trip 3
-                r.hincrby(tkey, f"n:{int(tx['event_time']) // 86_400_000}", 1)  # round trip 4
-            p = float(booster.predict(xgb.DMatrix(row[None, :].astype(np.float32)))[0])
+            blob = cast(bytes | None, r.get(ckey))  # round trip 1
+            hist = np.frombuffer(blob, dtype=HISTORY_DTYPE) if blob else np.zeros(0, HISTORY_DTYPE)
+            ring = ring_from_bytes(cast(bytes | None, r.get(tkey)))  # round trip 2
+            result = engine.transform([tx], {tx["customer_id"]: hist}, {tx["terminal_id"]: ring})
+            row = result.features[0]
+            for records in result.appended.values():
+                r.append(ckey, records.tobytes())  # round trip 3
+                day = int(tx["event_time"]) // 86_400_000
+                ring_add(ring, day, TX, 1)
+                r.setrange(tkey, (day % RING_DAYS) * 12, ring[day % RING_DAYS].tobytes())  # round trip 4
+            p = float(booster.predict(xgb.DMatrix(row[None, :]))[0])
             producer.produce(out_topic, value=f"{tx['transaction_id']}:{p:.6f}".encode(), key=tx["transaction_id"].encode())
             producer.flush()
             consumer.commit(message=msg, asynchronous=False)

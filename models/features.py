@@ -7,13 +7,19 @@ dicts, the online store (`stream/featurestore.py`) loads it from Redis for each
 micro-batch and writes the new state back. Same code, same vectors.
 
 State:
-- customer: the recent events of the card (`HISTORY_DTYPE`, oldest first, at most
-  `MAX_HISTORY` events and `HISTORY_DAYS` days). A transaction id already in the
-  history is a re-delivery: its features come from the events before it and the
-  state is left unchanged, so updates are idempotent per transaction id.
-- terminal: per UTC day, the number of transactions and of reported frauds.
-  Terminal features only look at days older than `delay_days` (labels arrive
-  late; fresher risk would be leakage) and only at labels already received.
+- customer: the card's records (`HISTORY_DTYPE`) in arrival order; an event sees the
+  last `MAX_HISTORY` records before it, of which those younger than `HISTORY_DAYS`
+  count. A transaction id already among them is a re-delivery: its features come from
+  the records before it and nothing is appended, so updates are idempotent per
+  transaction id.
+- terminal: per UTC day, the number of transactions and of reported frauds, in a
+  ring of `RING_DAYS` slots. Terminal features only look at days older than
+  `delay_days` (labels arrive late; fresher risk would be leakage) and only at labels
+  already received.
+
+A batch is computed column-wise over numpy arrays: each event gets a (MAX_HISTORY,)
+window of its customer's previous records, stored ones then earlier events of the
+same batch, so the result does not depend on how events are cut into batches.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,6 +71,12 @@ _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _SPANS = np.array([span for _, span in CUSTOMER_WINDOWS], dtype=np.int64)
 _CUST_N = np.array([_IDX[f"cust_n_{w}"] for w, _ in CUSTOMER_WINDOWS])
 _CUST_MEAN = np.array([_IDX[f"cust_mean_{w}"] for w, _ in CUSTOMER_WINDOWS])
+_TERM_IDX = np.array([_IDX[f"term_{kind}_{d}d"] for d in TERMINAL_WINDOWS for kind in ("n", "risk")])
+
+# Terminal state: a ring of RING_DAYS (day, transactions, frauds) int32 slots, slot = day % RING_DAYS.
+RING_DAYS = 64
+RING_DTYPE = np.dtype("<i4")
+TX, FRAUD = 1, 2  # ring columns
 
 
 def stable_hash(text: str) -> int:
@@ -76,29 +88,55 @@ def empty_history() -> np.ndarray:
     return np.zeros(0, dtype=HISTORY_DTYPE)
 
 
-@dataclass
-class TerminalState:
-    """Per-day counts of one terminal; day = event_time // DAY_MS (UTC)."""
+_EMPTY = empty_history()
+_RECORD = np.dtype(f"V{HISTORY_DTYPE.itemsize}")
 
-    tx: dict[int, int] = field(default_factory=dict)
-    fraud: dict[int, int] = field(default_factory=dict)
+
+def concat_records(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """np.concatenate for history arrays, as opaque records (several times faster for short ones)."""
+    if not parts:
+        return _EMPTY
+    return np.concatenate([p.view(_RECORD) for p in parts]).view(HISTORY_DTYPE)
+
+
+def empty_ring() -> np.ndarray:
+    """A terminal's state: RING_DAYS slots of (day, transactions, frauds), slot = day % RING_DAYS."""
+    return np.zeros((RING_DAYS, 3), dtype=RING_DTYPE)
+
+
+def ring_add(ring: np.ndarray, day: int, column: int, count: int) -> None:
+    """Add `count` to `column` (TX or FRAUD) of `day`; a slot holding an older day is reset
+    first, a slot already holding a later day means `day` is too old to be read again."""
+    slot = ring[day % RING_DAYS]
+    if slot[0] != day:
+        if slot[0] > day:
+            return
+        slot[:] = (day, 0, 0)
+    slot[column] += count
+
+
+def ring_counts(ring: np.ndarray) -> dict[int, tuple[int, int]]:
+    """{day: (transactions, frauds)} of the occupied slots (for tests and tools)."""
+    return {int(d): (int(n), int(f)) for d, n, f in ring if d}
+
+
+def ring_from_bytes(blob: bytes | None) -> np.ndarray:
+    """A ring from its Redis string; the string may stop after its last written slot."""
+    ring = empty_ring()
+    if blob:
+        flat = np.frombuffer(blob, dtype=RING_DTYPE)
+        ring.reshape(-1)[: flat.size] = flat[: ring.size]
+    return ring
 
 
 @dataclass(frozen=True, slots=True)
 class BatchFeatures:
-    """The outcome of a batch: vectors, new customer states, terminal increments."""
+    """The outcome of a batch: vectors, appended history records, terminal increments."""
 
     features: np.ndarray  # (n, F) float32
-    customers: dict[str, np.ndarray]  # customer id -> new history (only changed ones)
-    terminal_tx: list[tuple[str, int, str]]  # (terminal id, day, transaction id) to count once each
+    appended: dict[str, np.ndarray]  # customer id -> records to append to its history, in order
+    terminal_counts: dict[tuple[str, int], int]  # (terminal id, day) -> transactions to add
     repeats: np.ndarray  # (n,) bool: transaction id already seen from another record
-
-
-def _haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * 6371.0 * math.asin(min(1.0, math.sqrt(a)))
 
 
 def _opt_float(v: Any) -> float:
@@ -108,129 +146,247 @@ def _opt_float(v: Any) -> float:
     return f if math.isfinite(f) else math.nan
 
 
+@dataclass(frozen=True, slots=True)
+class _Events:
+    """Column arrays of a batch of events."""
+
+    ts: np.ndarray  # int64 ms
+    amount: np.ndarray  # int64 minor units
+    lat: np.ndarray
+    lon: np.ndarray
+    dev: np.ndarray  # uint64, 0 = no device
+    tx: np.ndarray  # uint64 hash of the transaction id
+    src: np.ndarray  # uint64 delivery id, 0 offline
+
+    @staticmethod
+    def of(events: Sequence[Mapping[str, Any]]) -> _Events:
+        n = len(events)
+        return _Events(
+            ts=np.fromiter((int(e["event_time"]) for e in events), np.int64, n),
+            amount=np.fromiter((int(e["amount"]) for e in events), np.int64, n),
+            lat=np.fromiter((_opt_float(e.get("latitude")) for e in events), np.float64, n),
+            lon=np.fromiter((_opt_float(e.get("longitude")) for e in events), np.float64, n),
+            dev=np.fromiter((stable_hash(d) if (d := e.get("device_id")) else 0 for e in events), np.uint64, n),
+            tx=np.fromiter((stable_hash(e["transaction_id"]) for e in events), np.uint64, n),
+            src=np.fromiter((int(e.get(SOURCE_KEY) or 0) for e in events), np.uint64, n),
+        )
+
+    def records(self, rows: np.ndarray | slice) -> np.ndarray:
+        """History records of the given events."""
+        rec = np.empty(len(self.ts[rows]), dtype=HISTORY_DTYPE)
+        for name, col in (("tx", self.tx), ("ts", self.ts), ("amount", self.amount), ("lat", self.lat),
+                          ("lon", self.lon), ("dev", self.dev), ("src", self.src)):  # fmt: skip
+            rec[name] = col[rows]
+        return rec
+
+
+def _customer_block(out: np.ndarray, ev: _Events, window: np.ndarray, valid: np.ndarray) -> None:
+    """Customer features of n events from their previous records.
+
+    `window` (n, W) HISTORY_DTYPE holds, per event, the customer's last W records before
+    it, oldest first; `valid` (n, W) marks the real ones (left padding is not).
+    """
+    ts = ev.ts[:, None]
+    t_prev = window["ts"]
+    age = valid & (t_prev > ts - HISTORY_DAYS * DAY_MS)
+    amounts = window["amount"] / 100.0
+    for j, span in enumerate(_SPANS.tolist()):
+        inside = age & (t_prev > ts - span)
+        counts = inside.sum(axis=1)
+        sums = np.where(inside, amounts, 0.0).sum(axis=1)
+        out[:, _CUST_N[j]] = counts
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, _CUST_MEAN[j]] = np.where(counts > 0, sums / np.maximum(counts, 1), math.nan)
+    amount = ev.amount / 100.0
+    mean_30 = out[:, _IDX["cust_mean_30d"]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[:, _IDX["amount_over_mean_30d"]] = np.where(mean_30 > 0, amount / np.where(mean_30 > 0, mean_30, 1.0), math.nan)
+    rows = np.arange(len(ts))
+    width = window.shape[1]
+    has_prev = age.any(axis=1)
+    last = width - 1 - np.argmax(age[:, ::-1], axis=1)
+    out[:, _IDX["secs_since_prev"]] = np.where(has_prev, (ev.ts - t_prev[rows, last]) / 1000.0, math.nan)
+    dev = ev.dev[:, None]
+    d_prev = window["dev"]
+    has_dev = ev.dev != 0
+    out[:, _IDX["device_missing"]] = (~has_dev).astype(np.float64)
+    out[:, _IDX["device_new"]] = (has_dev & has_prev & ~(age & (d_prev == dev)).any(axis=1)).astype(np.float64)
+    day = age & (t_prev > ts - DAY_MS) & (d_prev != 0)
+    ranked = np.sort(np.where(day, d_prev, 0), axis=1)
+    distinct = (ranked[:, 0] != 0).astype(np.int64) + ((ranked[:, 1:] != ranked[:, :-1]) & (ranked[:, 1:] != 0)).sum(axis=1)
+    out[:, _IDX["cust_devices_1d"]] = distinct + (has_dev & ~(day & (d_prev == dev)).any(axis=1))
+    located = age & ~np.isnan(window["lat"])
+    last_loc = width - 1 - np.argmax(located[:, ::-1], axis=1)
+    ok = located.any(axis=1) & ~np.isnan(ev.lat)
+    lat1, lon1, t1 = window["lat"][rows, last_loc], window["lon"][rows, last_loc], t_prev[rows, last_loc]
+    dist = np.where(ok, _haversine_km(lat1, lon1, ev.lat, ev.lon), math.nan)
+    hours = np.maximum((ev.ts - t1) / HOUR_MS, 1 / 60)  # at least a minute apart
+    out[:, _IDX["dist_prev_km"]] = dist
+    out[:, _IDX["speed_kmh"]] = np.where(ok, dist / hours, math.nan)
+
+
+def _haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        p1, p2 = np.radians(lat1), np.radians(lat2)
+        dp, dl = p2 - p1, np.radians(lon2 - lon1)
+        a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+        result: np.ndarray = 2 * 6371.0 * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+    return result
+
+
+def _padded(prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One event's previous records as a (1, W) window and its valid mask."""
+    window = np.zeros((1, MAX_HISTORY), dtype=HISTORY_DTYPE)
+    valid = np.zeros((1, MAX_HISTORY), dtype=bool)
+    k = min(len(prev), MAX_HISTORY)
+    if k:
+        window[0, MAX_HISTORY - k :] = prev[-k:]
+        valid[0, MAX_HISTORY - k :] = True
+    return window, valid
+
+
+_EMPTY_RING = empty_ring()
+
+
 class FeatureEngine:
     """Computes feature vectors; holds only configuration, never state."""
 
     def __init__(self, delay_days: int = 7) -> None:
         if delay_days < 1:
             raise ValueError("delay_days must be at least 1: same-day terminal counts are not stable")
+        if delay_days + max(TERMINAL_WINDOWS) >= RING_DAYS:
+            raise ValueError(
+                f"delay_days must be below {RING_DAYS - max(TERMINAL_WINDOWS)}: terminal state keeps {RING_DAYS} days"
+            )
         self.delay_days = delay_days
 
-    def customer(self, history: np.ndarray, event: Mapping[str, Any], out: np.ndarray) -> tuple[np.ndarray | None, bool]:
-        """Fill the customer part of `out` (F,); return (new history or None if unchanged, is a repeat)."""
-        tx_hash = stable_hash(event["transaction_id"])
-        src = int(event.get(SOURCE_KEY) or 0)
-        seen = np.flatnonzero(history["tx"] == tx_hash)
-        repeat = bool(seen.size) and src != 0 and int(history["src"][seen[0]]) not in (0, src)
-        prev = history[: seen[0]] if seen.size else history
-        ts = int(event["event_time"])
-        amount = event["amount"] / 100.0
-        dev_id = event.get("device_id")
-        dev = stable_hash(dev_id) if dev_id else 0
-        lat, lon = _opt_float(event.get("latitude")), _opt_float(event.get("longitude"))
-
-        p_ts = prev["ts"]
-        p_amount = prev["amount"] / 100.0
-        # All windows at once: (W, n) membership, then counts and sums in two calls.
-        inside = p_ts[None, :] > ts - _SPANS[:, None]
-        counts = inside.sum(axis=1)
-        sums = inside @ p_amount
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = np.where(counts > 0, sums / np.maximum(counts, 1), math.nan)
-        out[_CUST_N] = counts
-        out[_CUST_MEAN] = means
-        mean_30 = out[_IDX["cust_mean_30d"]]
-        out[_IDX["amount_over_mean_30d"]] = amount / mean_30 if mean_30 > 0 else math.nan
-        out[_IDX["secs_since_prev"]] = (ts - int(p_ts[-1])) / 1000.0 if prev.size else math.nan
-        out[_IDX["device_missing"]] = 0.0 if dev else 1.0
-        out[_IDX["device_new"]] = float(bool(dev) and prev.size > 0 and not bool((prev["dev"] == dev).any()))
-        day_devs = prev["dev"][(p_ts > ts - DAY_MS) & (prev["dev"] != 0)]
-        out[_IDX["cust_devices_1d"]] = len(set(day_devs.tolist()) | ({dev} if dev else set()))
-        dist = speed = math.nan
-        if not math.isnan(lat):
-            located = np.flatnonzero(~np.isnan(prev["lat"]))
-            if located.size:
-                last = prev[located[-1]]
-                dist = _haversine_km(float(last["lat"]), float(last["lon"]), lat, lon)
-                hours = max((ts - int(last["ts"])) / HOUR_MS, 1 / 60)  # at least a minute apart
-                speed = dist / hours
-        out[_IDX["dist_prev_km"]] = dist
-        out[_IDX["speed_kmh"]] = speed
-
-        if seen.size:
-            return None, repeat
-        record = np.array([(tx_hash, ts, int(event["amount"]), lat, lon, dev, src)], dtype=HISTORY_DTYPE)
-        keep = history[history["ts"] > ts - HISTORY_DAYS * DAY_MS][-(MAX_HISTORY - 1) :]
-        return np.concatenate([keep, record]), False
-
-    def terminal(self, state: TerminalState, event_time: int, out: np.ndarray) -> None:
-        """Fill the terminal part of `out` from days older than the label delay."""
-        day = event_time // DAY_MS
-        end = day - self.delay_days  # exclusive
-        for w in TERMINAL_WINDOWS:
-            days = range(end - w, end)
-            n = sum(state.tx.get(d, 0) for d in days)
-            f = sum(state.fraud.get(d, 0) for d in days)
-            out[_IDX[f"term_n_{w}d"]] = n
-            out[_IDX[f"term_risk_{w}d"]] = f / n if n else 0.0
-
-    def event_only(self, event: Mapping[str, Any], out: np.ndarray) -> None:
-        """Features of the event alone."""
-        ts = int(event["event_time"])
-        amount = event["amount"] / 100.0
-        hour = (ts % DAY_MS) / HOUR_MS
-        weekday = (ts // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-        out[_IDX["amount"]] = amount
-        out[_IDX["log_amount"]] = math.log1p(amount)
-        out[_IDX["hour"]] = hour
-        out[_IDX["is_night"]] = float(hour < 6.0 or hour >= 22.0)
-        out[_IDX["is_weekend"]] = float(weekday >= 5)
-        channel = event.get("channel")
+    def event_only(self, events: Sequence[Mapping[str, Any]], ev: _Events, out: np.ndarray) -> None:
+        """Features of each event alone."""
+        amount = ev.amount / 100.0
+        hour = (ev.ts % DAY_MS) / HOUR_MS
+        weekday = (ev.ts // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        out[:, _IDX["amount"]] = amount
+        out[:, _IDX["log_amount"]] = np.log1p(amount)
+        out[:, _IDX["hour"]] = hour
+        out[:, _IDX["is_night"]] = (hour < 6.0) | (hour >= 22.0)
+        out[:, _IDX["is_weekend"]] = weekday >= 5
+        channels = [e.get("channel") for e in events]
         for c in CHANNELS:
-            out[_IDX[f"channel_{c.lower()}"]] = float(channel == c)
-        out[_IDX["mcc"]] = float(event.get("mcc") or 0)
+            out[:, _IDX[f"channel_{c.lower()}"]] = [ch == c for ch in channels]
+        out[:, _IDX["mcc"]] = [float(e.get("mcc") or 0) for e in events]
+
+    def terminal(self, rings: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """Terminal features (P, 2 * windows) of (ring, day) pairs, from days older than the label delay."""
+        end = (days - self.delay_days)[:, None]  # exclusive
+        slot_day, n_tx, n_fraud = rings[:, :, 0], rings[:, :, 1], rings[:, :, 2]
+        out = np.empty((len(days), 2 * len(TERMINAL_WINDOWS)))
+        for j, w in enumerate(TERMINAL_WINDOWS):
+            inside = (slot_day >= end - w) & (slot_day < end)
+            n = np.where(inside, n_tx, 0).sum(axis=1)
+            f = np.where(inside, n_fraud, 0).sum(axis=1)
+            out[:, 2 * j] = n
+            out[:, 2 * j + 1] = np.where(n > 0, f / np.maximum(n, 1), 0.0)
+        return out
 
     def transform(
         self,
         events: Sequence[Mapping[str, Any]],
         customers: Mapping[str, np.ndarray],
-        terminals: Mapping[str, TerminalState],
+        terminals: Mapping[str, np.ndarray],
     ) -> BatchFeatures:
         """Features of `events` in order, given the state before the batch.
 
         `customers` / `terminals` hold the state of every entity the batch touches
-        (missing = never seen). The inputs are not modified.
+        (missing = never seen); a history may be longer than MAX_HISTORY, only its
+        last MAX_HISTORY records count. The inputs are not modified.
         """
-        feats = np.full((len(events), N_FEATURES), np.nan, dtype=np.float64)
-        current: dict[str, np.ndarray] = {}
-        changed: dict[str, np.ndarray] = {}
-        terminal_tx: list[tuple[str, int, str]] = []
-        repeats = np.zeros(len(events), dtype=bool)
-        empty_term = TerminalState()
-        # Terminal features depend only on (terminal, day) and the state before the batch.
-        term_rows: dict[tuple[str, int], np.ndarray] = {}
-        term_idx = np.array([_IDX[f"term_{kind}_{d}d"] for d in TERMINAL_WINDOWS for kind in ("n", "risk")])
-        for i, ev in enumerate(events):
-            row = feats[i]
-            cid = ev["customer_id"]
-            hist = current.get(cid)
-            if hist is None:
-                hist = customers.get(cid, empty_history())
-            self.event_only(ev, row)
-            new, repeats[i] = self.customer(hist, ev, row)
-            if new is not None:
-                current[cid] = changed[cid] = new
-                terminal_tx.append((ev["terminal_id"], int(ev["event_time"]) // DAY_MS, ev["transaction_id"]))
+        n = len(events)
+        feats = np.full((n, N_FEATURES), np.nan, dtype=np.float64)
+        ev = _Events.of(events)
+        self.event_only(events, ev, feats)
+        cids = [e["customer_id"] for e in events]
+        first = dict.fromkeys(cids)
+        index = {c: u for u, c in enumerate(first)}
+        histories = [customers.get(c, _EMPTY)[-MAX_HISTORY:] for c in first]
+        cust = np.fromiter((index[c] for c in cids), np.int64, n)
+        appended = self._vectorised(ev, cust, histories, feats)
+        repeats = np.zeros(n, dtype=bool)
+        if appended is None:  # a re-delivery or a repeated id in the batch: event by event, the rare path
+            appended, repeats = self._one_by_one(ev, cust, histories, feats)
+        days = ev.ts // DAY_MS
+        tids = [e["terminal_id"] for e in events]
+        pairs = dict.fromkeys(zip(tids, days.tolist(), strict=True))
+        pair_index = {p: k for k, p in enumerate(pairs)}
+        rings = np.stack([terminals.get(t, _EMPTY_RING) for t, _ in pairs]) if pairs else _EMPTY_RING[None]
+        term = self.terminal(rings, np.fromiter((d for _, d in pairs), np.int64, len(pairs)))
+        feats[:, _TERM_IDX] = term[[pair_index[p] for p in zip(tids, days.tolist(), strict=True)]]
+        counts: dict[tuple[str, int], int] = {}
+        for i in sorted(i for rows in appended.values() for i in rows):
+            key = (tids[i], int(days[i]))
+            counts[key] = counts.get(key, 0) + 1
+        every = ev.records(slice(None))
+        records = {c: np.take(every, appended[u]) for c, u in index.items() if u in appended}
+        return BatchFeatures(feats.astype(np.float32), records, counts, repeats)
+
+    def _vectorised(
+        self, ev: _Events, cust: np.ndarray, histories: list[np.ndarray], out: np.ndarray
+    ) -> dict[int, list[int]] | None:
+        """Customer features when every event is new (appends one record); None when one is not."""
+        n, width = len(cust), MAX_HISTORY
+        h_len = np.fromiter((len(h) for h in histories), np.int64, len(histories))
+        per_cust = np.bincount(cust, minlength=len(histories))
+        size = h_len + per_cust
+        base = np.cumsum(size) - size
+        # One array holding, per customer, its stored records then its events of this batch.
+        combined = np.zeros(int(size.sum()), dtype=HISTORY_DTYPE)
+        stored = concat_records(histories)
+        h_start = np.cumsum(h_len) - h_len
+        # (Structured fancy indexing is slow: scatter and gather as opaque records.)
+        combined.view(_RECORD)[np.repeat(base, h_len) + np.arange(len(stored)) - np.repeat(h_start, h_len)] = stored.view(_RECORD)
+        order = np.argsort(cust, kind="stable")
+        c_start = np.cumsum(per_cust) - per_cust
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n) - np.repeat(c_start, per_cust)
+        own = base[cust] + h_len[cust] + rank
+        combined.view(_RECORD)[own] = ev.records(slice(None)).view(_RECORD)
+        idx = own[:, None] - width + np.arange(width)[None, :]
+        valid = idx >= base[cust][:, None]
+        window = np.take(combined, np.maximum(idx, 0))
+        if (valid & (window["tx"] == ev.tx[:, None])).any():
+            return None
+        _customer_block(out, ev, window, valid)
+        appended: dict[int, list[int]] = {}
+        for i in order.tolist():
+            appended.setdefault(int(cust[i]), []).append(i)
+        return appended
+
+    def _one_by_one(
+        self, ev: _Events, cust: np.ndarray, histories: list[np.ndarray], out: np.ndarray
+    ) -> tuple[dict[int, list[int]], np.ndarray]:
+        """Customer features event by event: a transaction id already in the history is a
+        re-delivery (same source) or a repeat (another source); either way its features
+        come from the records before it and nothing is appended."""
+        n = len(cust)
+        current = list(histories)
+        appended: dict[int, list[int]] = {}
+        repeats = np.zeros(n, dtype=bool)
+        for i in range(n):
+            u = int(cust[i])
+            hist = current[u]
+            seen = np.flatnonzero(hist["tx"] == ev.tx[i])
+            if seen.size:
+                origin = int(hist["src"][seen[0]])
+                repeats[i] = ev.src[i] != 0 and origin not in (0, int(ev.src[i]))
+                prev = hist[: seen[0]]
             else:
-                current[cid] = hist
-            key = (ev["terminal_id"], int(ev["event_time"]) // DAY_MS)
-            cached = term_rows.get(key)
-            if cached is None:
-                self.terminal(terminals.get(key[0], empty_term), int(ev["event_time"]), row)
-                term_rows[key] = row[term_idx].copy()
-            else:
-                row[term_idx] = cached
-        return BatchFeatures(feats.astype(np.float32), changed, terminal_tx, repeats)
+                prev = hist
+            window, valid = _padded(prev)
+            one = _Events(*(getattr(ev, f)[i : i + 1] for f in ("ts", "amount", "lat", "lon", "dev", "tx", "src")))
+            _customer_block(out[i : i + 1], one, window, valid)
+            if not seen.size:
+                current[u] = concat_records([hist, ev.records(slice(i, i + 1))])[-MAX_HISTORY:]
+                appended.setdefault(u, []).append(i)
+        return appended, repeats
 
 
 class OfflineFeatures:
@@ -239,8 +395,7 @@ class OfflineFeatures:
     def __init__(self, engine: FeatureEngine) -> None:
         self.engine = engine
         self.customers: dict[str, np.ndarray] = {}
-        self.terminals: dict[str, TerminalState] = {}
-        self._counted: set[str] = set()
+        self.terminals: dict[str, np.ndarray] = {}
         self._labelled: set[str] = set()
 
     def apply_label(self, transaction_id: str, terminal_id: str, event_time: int, is_fraud: bool) -> None:
@@ -248,20 +403,16 @@ class OfflineFeatures:
         if not is_fraud or transaction_id in self._labelled:
             return
         self._labelled.add(transaction_id)
-        state = self.terminals.setdefault(terminal_id, TerminalState())
-        day = event_time // DAY_MS
-        state.fraud[day] = state.fraud.get(day, 0) + 1
+        ring_add(self.terminals.setdefault(terminal_id, empty_ring()), event_time // DAY_MS, FRAUD, 1)
 
     def process(self, events: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Features of a batch, then the state updated as the online store would."""
         result = self.engine.transform(events, self.customers, self.terminals)
-        self.customers.update(result.customers)
-        for tid, day, txid in result.terminal_tx:
-            if txid in self._counted:
-                continue
-            self._counted.add(txid)
-            state = self.terminals.setdefault(tid, TerminalState())
-            state.tx[day] = state.tx.get(day, 0) + 1
+        for cid, records in result.appended.items():
+            old = self.customers.get(cid)
+            self.customers[cid] = (records if old is None else concat_records([old, records]))[-MAX_HISTORY:]
+        for (tid, day), count in result.terminal_counts.items():
+            ring_add(self.terminals.setdefault(tid, empty_ring()), day, TX, count)
         return result.features
 
     def run(self, events: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]] = (), batch: int = 512) -> np.ndarray:

@@ -35,7 +35,8 @@ class TrainConfig:
     test_days: int = 14
     delay_days: int = 7
     blend_share: float = 0.3  # share of train days for the MLPs (out-of-fold for XGBoost)
-    approve_max_fraud_share: float = 0.05  # the approve band holds at most this share of frauds
+    approve_max_fraud_share: float = 0.05  # the approve band holds at most this share of frauds...
+    band_max_share: float = 0.2  # ...unless the ambiguous band (stage 2's load) would pass this share of traffic
     block_min_precision: float = 0.9  # the block band's precision
     review_budget: float = 0.01  # share of all transactions analysts can review
     latency_batches: tuple[int, ...] = (1, 32, 256, 1024)
@@ -63,8 +64,11 @@ def _days(tx: pd.DataFrame) -> np.ndarray:
     return np.asarray(tx["event_time"].to_numpy() // DAY_MS, dtype=np.int64)
 
 
-def band_thresholds(y: np.ndarray, p: np.ndarray, max_fraud_share: float, min_precision: float) -> tuple[float, float]:
-    """approve_below: the highest cut keeping <= max_fraud_share of frauds below it;
+def band_thresholds(
+    y: np.ndarray, p: np.ndarray, max_fraud_share: float, min_precision: float, max_band_share: float = 1.0
+) -> tuple[float, float]:
+    """approve_below: the highest cut keeping <= max_fraud_share of frauds below it, raised
+    where needed so that at most max_band_share of traffic scores at or above it;
     block_above: the lowest cut whose band above has precision >= min_precision."""
     order = np.argsort(p, kind="mergesort")
     ps, ys = p[order], y[order].astype(bool)
@@ -72,6 +76,10 @@ def band_thresholds(y: np.ndarray, p: np.ndarray, max_fraud_share: float, min_pr
     allowed = max_fraud_share * ys.sum()
     ok = np.flatnonzero(frauds_below <= allowed)
     approve_below = float(ps[ok[-1]]) if ok.size else 0.0
+    if max_band_share < 1.0:
+        # The deep stage's capacity: the frauds this pushes into the approve band score so
+        # low on XGBoost that the review budget would not have reached them anyway.
+        approve_below = max(approve_below, float(np.quantile(ps, 1.0 - max_band_share)))
     # precision of the band [ps[i], 1]
     above_frauds = ys[::-1].cumsum()[::-1]
     above_n = np.arange(len(ps), 0, -1)
@@ -155,7 +163,7 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
     # Thresholds on validation data only: the band on all of blend (out-of-sample for
     # XGBoost), the hybrid cut-offs on the blend's validation days (out-of-sample for both).
     approve_below, block_above = band_thresholds(
-        y[blend_idx], xgb_p[blend_idx], cfg.approve_max_fraud_share, cfg.block_min_precision
+        y[blend_idx], xgb_p[blend_idx], cfg.approve_max_fraud_share, cfg.block_min_precision, cfg.band_max_share
     )
     deep_val = predict_proba(deep, *part(b_val)[:3])
     in_band = (xgb_p[b_val] >= approve_below) & (xgb_p[b_val] < block_above)

@@ -43,6 +43,28 @@ def parsed(name: str) -> dict[str, Any]:
     return result
 
 
+@cache
+def wire(name: str) -> dict[str, Any]:
+    """`parsed(name)` without logical types: the same bytes on the wire, timestamps as
+    epoch-millisecond ints (fraudstream's internal form) with no datetime round trip."""
+    named: dict[str, Any] = {}
+    if name == "ScoredTransaction":
+        parse_schema(_plain(schema_json("Transaction")), named_schemas=named)
+    result = parse_schema(_plain(schema_json(name)), named_schemas=named)
+    if not isinstance(result, dict):
+        raise TypeError(f"schema {name} did not parse to a record")
+    return result
+
+
+def _plain(node: Any) -> Any:
+    """A schema JSON with every logicalType annotation dropped."""
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
 def expanded(name: str) -> dict[str, Any]:
     """The schema with named types it uses inlined: what a registry stores on its own."""
     raw = schema_json(name)

@@ -122,7 +122,7 @@ def validate_transaction(tx: Mapping[str, Any]) -> None:
         raise ValidationError(f"amount {amount} is negative")
     if amount > MAX_AMOUNT:
         raise ValidationError(f"amount {amount} exceeds the contract limit {MAX_AMOUNT}")
-    t = _epoch_ms(tx["event_time"])
+    t = tx["event_time"]
     if not MIN_EVENT_TIME_MS <= t <= MAX_EVENT_TIME_MS:
         raise ValidationError(f"event_time {t} ms is outside 2000..2100")
     for field in ("latitude", "longitude"):
@@ -139,14 +139,6 @@ def validate_transaction(tx: Mapping[str, Any]) -> None:
 _VALIDATORS = {"Transaction": validate_transaction}
 
 
-def _epoch_ms(value: Any) -> int:
-    # fastavro turns timestamp-millis into aware datetimes on read; accept both forms.
-    if isinstance(value, int):
-        return value
-    ms: float = value.timestamp() * 1000
-    return round(ms)
-
-
 class Codec:
     """Encodes and decodes fraudstream records in the Confluent wire format."""
 
@@ -156,7 +148,7 @@ class Codec:
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         """Frame and Avro-encode `record` with schema `name`."""
         buf = io.BytesIO()
-        schemaless_writer(buf, schemas.parsed(name), dict(record))
+        schemaless_writer(buf, schemas.wire(name), record)
         return frame(self._ids.id_for(name), buf.getvalue())
 
     def decode(self, name: str, raw: bytes | None) -> dict[str, Any]:
@@ -169,14 +161,13 @@ class Codec:
             raise DecodeError(f"schema id {schema_id} is {found}, expected {name}", raw)
         stream = io.BytesIO(body)
         try:
-            value = schemaless_reader(stream, schemas.parsed(name), None, return_record_name=False)
+            value = schemaless_reader(stream, schemas.wire(name), None, return_record_name=False)
         except Exception as exc:
             raise DecodeError(f"Avro body unreadable: {type(exc).__name__}: {exc}", raw) from exc
         if not isinstance(value, dict):
             raise DecodeError("Avro body is not a record", raw)
         if stream.tell() != len(body):
             raise DecodeError(f"{len(body) - stream.tell()} trailing bytes after the Avro record", raw)
-        _normalise_times(value)
         validator = _VALIDATORS.get(name)
         if validator is not None:
             try:
@@ -202,15 +193,6 @@ class Codec:
             except PoisonError as exc:
                 errs.append(Failure(raw, type(exc).__name__, exc.reason, source))
         return DecodedBatch(oks, errs)
-
-
-def _normalise_times(value: dict[str, Any]) -> None:
-    """Timestamps travel as epoch milliseconds inside fraudstream."""
-    for key, v in value.items():
-        if key.endswith(("_time", "_at")) and not isinstance(v, int) and hasattr(v, "timestamp"):
-            value[key] = _epoch_ms(v)
-        elif isinstance(v, dict):
-            _normalise_times(v)
 
 
 def source_of(msg: Message) -> Source:

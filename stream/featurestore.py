@@ -1,43 +1,105 @@
 """The online feature store: entity state in Redis, features from `models/features.py`.
 
-Key layout (golden-tested; `ns` keeps live and backtest state apart, the hash tag
-in braces keeps keys one script touches together in one Redis Cluster slot):
+Key layout (golden-tested; `ns` keeps live and backtest state apart, the braces are
+Redis Cluster hash tags):
 
-    fs:{ns}:{c:<customer>}               string  customer history (HISTORY_DTYPE bytes)
-    fs:{ns}:{t:<terminal>}               hash    n:<day> transactions, f:<day> frauds
-    fs:{ns}:{t:<terminal>}:seen:<day>    set     transaction ids already counted that day
-    fs:{ns}:{t:<terminal>}:labels        set     transaction ids whose fraud label counted
+    fs:{ns}:{c:<customer>}            string  customer history: HISTORY_DTYPE records, appended
+    fs:{ns}:{t:<terminal>}            string  terminal ring: RING_DAYS x (day, tx, frauds) int32 LE
+    fs:{ns}:{t:<terminal>}:labels     set     transaction ids whose fraud label counted
 
-Per micro-batch: one pipelined read of every entity the batch touches, the pure
-feature computation, one MULTI/EXEC write of the new state. Terminal counts go
-through a script that counts a transaction id once, and a customer's history
-holds the ids it has seen, so a re-delivered batch gets the same features and
-counts nothing twice.
+Per micro-batch: one MGET of every entity the batch touches, the pure feature
+computation, then one script call that appends the new history records and bumps
+the terminal counts — atomically, so a re-delivered batch (its ids already in the
+histories) gets the same features and counts nothing twice. Histories are appended
+and cut back to their last MAX_HISTORY records once they pass twice that, so a
+write moves the new records only.
+
+The batch script touches many keys at once: the store runs against one Redis
+primary (replicas for failover), not a sharded Redis Cluster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis
 
-from models.features import DAY_MS, HISTORY_DTYPE, BatchFeatures, FeatureEngine, OfflineFeatures, TerminalState
+from models.features import (
+    DAY_MS,
+    HISTORY_DTYPE,
+    MAX_HISTORY,
+    RING_DAYS,
+    BatchFeatures,
+    FeatureEngine,
+    OfflineFeatures,
+    ring_from_bytes,
+)
 from stream.errors import FeatureStoreError
 
-# Increment a counter field once per member: KEYS[1] hash, KEYS[2] seen set;
-# ARGV: member, field, hash ttl (s), seen ttl (s), stale field to drop.
-COUNT_ONCE = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
+# Shared by both scripts: add ARGV-given count to a ring slot (column 2 = tx, 3 = frauds),
+# mirroring models.features.ring_add: a slot holding an older day is reset first, one
+# holding a later day means the day is too old to be read again.
+_BUMP = f"""
+local function bump(key, day, col, count)
+  local off = (day % {RING_DAYS}) * 12
+  local raw = redis.call('GETRANGE', key, off, off + 11)
+  local d, n, f = 0, 0, 0
+  if #raw == 12 then d, n, f = struct.unpack('<i4i4i4', raw) end
+  if d ~= day then
+    if d > day then return end
+    n, f = 0, 0
+  end
+  if col == 2 then n = n + count else f = f + count end
+  redis.call('SETRANGE', key, off, struct.pack('<i4i4i4', day, n, f))
 end
-if ARGV[5] ~= '' then redis.call('HDEL', KEYS[1], 'n:' .. ARGV[5], 'f:' .. ARGV[5]) end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return 1
 """
-SEEN_TTL_S = 3 * 86_400  # re-deliveries happen within minutes; three days is ample
+
+# KEYS: customer keys, then terminal keys. ARGV: #customers, ttl ms, bytes kept, bytes
+# that trigger a cut, one blob per customer, then per terminal: #days, (day, count)...
+WRITE_BATCH = (
+    _BUMP
+    + """
+local nc, ttl, keep, cap = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local a = 5
+for i = 1, nc do
+  local len = redis.call('APPEND', KEYS[i], ARGV[a])
+  a = a + 1
+  if len > cap then redis.call('SET', KEYS[i], redis.call('GETRANGE', KEYS[i], len - keep, len - 1)) end
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+for i = nc + 1, #KEYS do
+  local days = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, days do
+    bump(KEYS[i], tonumber(ARGV[a]), 2, tonumber(ARGV[a + 1]))
+    a = a + 2
+  end
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+return #KEYS
+"""
+)
+
+# KEYS: (terminal key, its labels set) pairs. ARGV: ttl ms, then (transaction id, day) per pair.
+COUNT_LABELS = (
+    _BUMP
+    + """
+local counted = 0
+for j = 1, #KEYS / 2 do
+  local ring, seen = KEYS[2 * j - 1], KEYS[2 * j]
+  if redis.call('SADD', seen, ARGV[2 * j]) == 1 then
+    bump(ring, tonumber(ARGV[2 * j + 1]), 3, 1)
+    counted = counted + 1
+  end
+  redis.call('PEXPIRE', ring, ARGV[1])
+  redis.call('PEXPIRE', seen, ARGV[1])
+end
+return counted
+"""
+)
+_RECORD_BYTES = HISTORY_DTYPE.itemsize
 
 
 class RedisFeatureStore:
@@ -46,9 +108,10 @@ class RedisFeatureStore:
     def __init__(self, client: redis.Redis, namespace: str, ttl_days: int, engine: FeatureEngine) -> None:
         self.client = client
         self.ns = namespace
-        self.ttl_s = ttl_days * 86_400
+        self.ttl_ms = ttl_days * DAY_MS
         self.engine = engine
-        self._count_once = client.register_script(COUNT_ONCE)
+        self._write = client.register_script(WRITE_BATCH)
+        self._labels = client.register_script(COUNT_LABELS)
 
     def customer_key(self, customer_id: str) -> str:
         return f"fs:{self.ns}:{{c:{customer_id}}}"
@@ -56,29 +119,18 @@ class RedisFeatureStore:
     def terminal_key(self, terminal_id: str) -> str:
         return f"fs:{self.ns}:{{t:{terminal_id}}}"
 
-    def _stale_day(self, day: int) -> str:
-        # Fields older than the widest window plus the delay are never read again.
-        return str(day - self.ttl_s // 86_400 - 1)
-
     def load(
         self, customer_ids: Sequence[str], terminal_ids: Sequence[str]
-    ) -> tuple[dict[str, np.ndarray], dict[str, TerminalState]]:
-        """State of the given entities, one pipelined round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for cid in customer_ids:
-            pipe.get(self.customer_key(cid))
-        for tid in terminal_ids:
-            pipe.hgetall(self.terminal_key(tid))
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """State of the given entities, one MGET."""
+        keys = [self.customer_key(c) for c in customer_ids] + [self.terminal_key(t) for t in terminal_ids]
         try:
-            replies = pipe.execute()
+            blobs = cast(list[bytes | None], self.client.mget(keys)) if keys else []
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreError(f"feature read failed: {exc}") from exc
-        customers = {
-            cid: np.frombuffer(blob, dtype=HISTORY_DTYPE).copy()
-            for cid, blob in zip(customer_ids, replies[: len(customer_ids)], strict=True)
-            if blob
-        }
-        terminals = {tid: _terminal_state(h) for tid, h in zip(terminal_ids, replies[len(customer_ids) :], strict=True)}
+        nc = len(customer_ids)
+        customers = {c: np.frombuffer(b, dtype=HISTORY_DTYPE) for c, b in zip(customer_ids, blobs[:nc], strict=True) if b}
+        terminals = {t: ring_from_bytes(b) for t, b in zip(terminal_ids, blobs[nc:], strict=True) if b}
         return customers, terminals
 
     def features(self, events: Sequence[Mapping[str, Any]]) -> BatchFeatures:
@@ -87,48 +139,43 @@ class RedisFeatureStore:
         tids = list(dict.fromkeys(e["terminal_id"] for e in events))
         customers, terminals = self.load(cids, tids)
         result = self.engine.transform(events, customers, terminals)
-        pipe = self.client.pipeline(transaction=True)
-        for cid, hist in result.customers.items():
-            pipe.set(self.customer_key(cid), hist.tobytes(), ex=self.ttl_s)
-        for tid, day, txid in result.terminal_tx:
-            key = self.terminal_key(tid)
-            self._count_once(
-                keys=[key, f"{key}:seen:{day}"],
-                args=[txid, f"n:{day}", self.ttl_s, SEEN_TTL_S, self._stale_day(day)],
-                client=pipe,
-            )
-        try:
-            pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreError(f"feature update failed: {exc}") from exc
+        by_terminal: dict[str, list[int]] = {}
+        for (tid, day), count in result.terminal_counts.items():
+            by_terminal.setdefault(tid, []).extend((day, count))
+        keys = [self.customer_key(c) for c in result.appended] + [self.terminal_key(t) for t in by_terminal]
+        args: list[Any] = [len(result.appended), self.ttl_ms, MAX_HISTORY * _RECORD_BYTES, 2 * MAX_HISTORY * _RECORD_BYTES]
+        args += [records.tobytes() for records in result.appended.values()]
+        for pairs in by_terminal.values():
+            args.append(len(pairs) // 2)
+            args += pairs
+        if keys:
+            try:
+                self._write(keys=keys, args=args)
+            except (redis.RedisError, OSError) as exc:
+                raise FeatureStoreError(f"feature update failed: {exc}") from exc
         return result
 
     def apply_labels(self, labels: Sequence[Mapping[str, Any]]) -> int:
         """Count fraud labels into terminal state, once per transaction id; returns labels sent."""
-        pipe = self.client.pipeline(transaction=True)
-        n = 0
+        keys: list[str] = []
+        args: list[Any] = [self.ttl_ms]
         for lab in labels:
-            if not lab["is_fraud"]:
-                continue
-            key = self.terminal_key(lab["terminal_id"])
-            day = int(lab["event_time"]) // DAY_MS
-            self._count_once(
-                keys=[key, f"{key}:labels"],
-                args=[lab["transaction_id"], f"f:{day}", self.ttl_s, self.ttl_s, ""],
-                client=pipe,
-            )
-            n += 1
-        if n:
+            if lab["is_fraud"]:
+                key = self.terminal_key(lab["terminal_id"])
+                keys += [key, f"{key}:labels"]
+                args += [lab["transaction_id"], int(lab["event_time"]) // DAY_MS]
+        if keys:
             try:
-                pipe.execute()
+                self._labels(keys=keys, args=args)
             except (redis.RedisError, OSError) as exc:
                 raise FeatureStoreError(f"label update failed: {exc}") from exc
-        return n
+        return len(keys) // 2
 
     def warm_up(self) -> None:
-        """Connect and load the counting script now rather than inside the first batch."""
+        """Connect and load the scripts now rather than inside the first batch."""
         try:
-            self._count_once.sha = self.client.script_load(COUNT_ONCE)
+            self._write.sha = self.client.script_load(WRITE_BATCH)
+            self._labels.sha = self.client.script_load(COUNT_LABELS)
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreError(f"redis unavailable: {exc}") from exc
 
@@ -143,21 +190,10 @@ class RedisFeatureStore:
     def backfill(self, offline: OfflineFeatures) -> None:
         """Write the state an offline run built (warm start for a demo or a backtest)."""
         pipe = self.client.pipeline(transaction=False)
-        for i, (cid, hist) in enumerate(offline.customers.items()):
-            pipe.set(self.customer_key(cid), hist.tobytes(), ex=self.ttl_s)
+        items = [(self.customer_key(c), h.tobytes()) for c, h in offline.customers.items()]
+        items += [(self.terminal_key(t), ring.tobytes()) for t, ring in offline.terminals.items()]
+        for i, (key, blob) in enumerate(items):
+            pipe.set(key, blob, px=self.ttl_ms)
             if i % 1000 == 999:
                 pipe.execute()
-        for tid, state in offline.terminals.items():
-            fields = {f"n:{d}": v for d, v in state.tx.items()} | {f"f:{d}": v for d, v in state.fraud.items()}
-            if fields:
-                pipe.hset(self.terminal_key(tid), mapping=fields)  # type: ignore[arg-type]
-                pipe.expire(self.terminal_key(tid), self.ttl_s)
         pipe.execute()
-
-
-def _terminal_state(h: Mapping[bytes, bytes]) -> TerminalState:
-    state = TerminalState()
-    for k, v in h.items():
-        kind, _, day = k.decode().partition(":")
-        (state.tx if kind == "n" else state.fraud)[int(day)] = int(v)
-    return state

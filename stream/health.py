@@ -1,11 +1,14 @@
 """Is the deep stage there? A worker heartbeat in Redis plus the buffer topic's lag.
 
-The scorer asks between batches; answers are cached for `check_interval_s` so
-the check costs nothing on the hot path.
+The scorer asks between batches. With `start()`, a background thread refreshes the
+answer every `check_interval_s` and the scorer only reads a flag: the lag query (a
+few broker round trips) never stalls a batch. Without it, the answer is refreshed
+inline, at most once per interval (tests drive that with an injected clock).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import redis
@@ -37,16 +40,32 @@ class DeepHealth:
         self._checked_at = -1e18
         self._available = True
         self.lag = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Refresh in a background thread from now on."""
+        self._refresh()
+        self._thread = threading.Thread(target=self._run, name="deep-health", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.deep_check_interval_s):
+            self._refresh()
 
     def available(self) -> bool:
-        now = self.clock()
-        if now - self._checked_at >= self.settings.deep_check_interval_s:
-            self._checked_at = now
-            was = self._available
-            self._available = self._check()
-            if was != self._available:
-                log.warning("deep_stage_" + ("back" if self._available else "down"), lag=self.lag)
+        if self._thread is None:
+            now = self.clock()
+            if now - self._checked_at >= self.settings.deep_check_interval_s:
+                self._checked_at = now
+                self._refresh()
         return self._available
+
+    def _refresh(self) -> None:
+        was = self._available
+        self._available = self._check()
+        if was != self._available:
+            log.warning("deep_stage_" + ("back" if self._available else "down"), lag=self.lag)
 
     def _check(self) -> bool:
         try:
@@ -71,4 +90,7 @@ class DeepHealth:
             return self.lag  # keep the last known value; the heartbeat still decides
 
     def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         self._offsets.close()

@@ -59,6 +59,7 @@ def scorer_loop(settings: Settings, instance: str = "0") -> StageLoop:
                     health.available, metrics=metrics,
                     arms=[Arm(a.name, a.share, a.model_version) for a in settings.arms])  # fmt: skip
     scorer.warm_up()
+    health.start()
     s = settings.scorer
     return StageLoop("scorer", settings.kafka, s.group_id, settings.kafka.topics.transactions,
                      f"{s.transactional_id_prefix}-{instance}", s.batch, scorer.process, metrics=metrics,

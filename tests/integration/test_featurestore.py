@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from models.dataset import to_events, to_label_events
-from models.features import FeatureEngine, OfflineFeatures
+from models.features import FeatureEngine, OfflineFeatures, ring_counts, ring_from_bytes
 from models.simulator import SimConfig, simulate
 from stream.featurestore import RedisFeatureStore
 from stream.testing import LocalInfra
@@ -38,5 +38,6 @@ def test_online_equals_offline_with_labels_and_redelivery(infra: LocalInfra, uid
             np.testing.assert_array_equal(again, online[-1])
     offline = OfflineFeatures(FeatureEngine(7)).run(events, labels, batch=300)
     np.testing.assert_array_equal(np.concatenate(online), offline)
-    assert any(k.startswith(b"f:") for k in client.hgetall(store.terminal_key(labels[0]["terminal_id"])))
+    ring = ring_from_bytes(client.get(store.terminal_key(labels[0]["terminal_id"])))
+    assert any(frauds for _, frauds in ring_counts(ring).values())
     client.close()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models.features import DAY_MS, FEATURE_NAMES, HOUR_MS, FeatureEngine, OfflineFeatures
+from models.features import DAY_MS, FEATURE_NAMES, HOUR_MS, MAX_HISTORY, RING_DAYS, FeatureEngine, OfflineFeatures, ring_counts
 
 T0 = 1_767_225_600_000 + 3 * DAY_MS  # 2026-01-04T00:00Z, a Sunday
 IDX = {n: i for i, n in enumerate(FEATURE_NAMES)}
@@ -123,9 +123,55 @@ def test_redelivery_gives_the_same_features_and_counts_nothing_twice() -> None:
     again = store.process(events[2:6])  # 2 and 3 re-delivered
     np.testing.assert_array_equal(again[:2], first[2:4])
     assert len(store.customers["c1"]) == 6
-    assert store.terminals["m1"].tx == {(T0 // DAY_MS): 6}
+    assert ring_counts(store.terminals["m1"]) == {(T0 // DAY_MS): (6, 0)}
 
 
 def test_delay_must_be_at_least_a_day() -> None:
     with pytest.raises(ValueError, match="delay_days"):
         FeatureEngine(0)
+
+
+def test_delay_must_leave_the_windows_inside_the_terminal_ring() -> None:
+    with pytest.raises(ValueError, match="delay_days"):
+        FeatureEngine(RING_DAYS - 30)
+
+
+def test_features_do_not_depend_on_how_events_are_cut_into_batches() -> None:
+    rng = np.random.default_rng(4)
+    events = [
+        ev(i, T0 + int(t), amount=int(rng.integers(100, 90_000)), customer=f"c{rng.integers(0, 5)}",
+           terminal=f"m{rng.integers(0, 3)}", device_id=f"d{rng.integers(0, 4)}" if rng.random() < 0.7 else None,
+           latitude=float(rng.uniform(40, 50)), longitude=float(rng.uniform(0, 10)))
+        for i, t in enumerate(np.sort(rng.integers(0, 40 * DAY_MS, 400)))
+    ]  # fmt: skip
+    one_batch = OfflineFeatures(FeatureEngine(7)).process(events)  # the vectorised path
+    by_event = run(events)  # batch=1: the event-by-event path
+    # Customer and event features; terminal ones read the state before the batch, which
+    # is the same for any cut while a batch spans less than the label delay.
+    own = [i for i, name in enumerate(FEATURE_NAMES) if not name.startswith("term_")]
+    np.testing.assert_array_equal(by_event[:, own], one_batch[:, own])
+
+
+def test_history_keeps_the_last_records() -> None:
+    store = OfflineFeatures(FeatureEngine(7))
+    store.process([ev(i, T0 + i * 60_000) for i in range(MAX_HISTORY + 10)])
+    assert len(store.customers["c1"]) == MAX_HISTORY
+    assert store.customers["c1"]["ts"][0] == T0 + 10 * 60_000
+    assert ring_counts(store.terminals["m1"])[T0 // DAY_MS][0] == MAX_HISTORY + 10
+
+
+def test_a_redelivery_inside_one_batch_gets_the_same_features_and_is_not_appended() -> None:
+    store = OfflineFeatures(FeatureEngine(7))
+    store.process([ev(i, T0 + i * 60_000) for i in range(5)])
+    rows = store.process([ev(500, T0 + 10**8), ev(501, T0 + 10**8 + 1), ev(500, T0 + 10**8)])
+    np.testing.assert_array_equal(rows[0], rows[2])
+    assert len(store.customers["c1"]) == 7
+    assert ring_counts(store.terminals["m1"])[(T0 + 10**8) // DAY_MS][0] == 2
+
+
+def test_terminal_ring_drops_days_too_old_to_be_read() -> None:
+    store = OfflineFeatures(FeatureEngine(7))
+    day = T0 // DAY_MS
+    store.process([ev(0, T0 + RING_DAYS * DAY_MS, customer="a")])  # the slot now holds day + RING_DAYS
+    store.apply_label("late", "m1", T0, True)  # a label for the day that slot held before: ignored
+    assert ring_counts(store.terminals["m1"]) == {day + RING_DAYS: (1, 0)}
