@@ -168,6 +168,7 @@ class DecisionReader(threading.Thread):
         self.consumer.subscribe([s.kafka.topics.decisions])
         self.latencies: list[float] = []
         self.received: list[float] = []
+        self.routes: list[str] = []
         self.stop = threading.Event()
         self.codec = Codec()
 
@@ -182,11 +183,12 @@ class DecisionReader(threading.Thread):
                 produced_ms = d["decided_at"] - d["latency_ms"]
                 self.latencies.append(now_ms - produced_ms)
                 self.received.append(now_ms)
+                self.routes.append(d["route"])
         self.consumer.close()
 
 
-def pipeline(b: Bench, out: dict[str, Any], loads: list[int], seconds: float) -> None:
-    for processing in ("exactly_once", "at_least_once"):
+def pipeline(b: Bench, out: dict[str, Any], loads: list[int], seconds: float, modes: list[str]) -> None:
+    for processing in modes:
         short = "eos" if processing == "exactly_once" else "alos"
         # Max sustained: a pre-filled topic through both stages.
         tag = f"pmax{short}"
@@ -222,13 +224,17 @@ def pipeline(b: Bench, out: dict[str, Any], loads: list[int], seconds: float) ->
             # figures (first transactions, first partitions of each transaction, caches).
             warm = int(load)
             count = min(int(load * seconds), len(b.events) - warm)
-            produce_stream(s.kafka, b.events[:warm], float(load))
+            # One producer for warm-up and measurement: a new idempotent producer holds its
+            # first records until it has a producer id, which is the load generator's cost.
+            feed = Producer(s.kafka.producer_config(None, client_id="bench-feed"))
+            produce_stream(s.kafka, b.events[:warm], float(load), producer=feed)
             deadline = time.monotonic() + 30
             while len(reader.latencies) < warm and time.monotonic() < deadline:
                 time.sleep(0.05)
             reader.latencies.clear()
             reader.received.clear()
-            produce_stream(s.kafka, b.events[warm : warm + count], float(load))
+            reader.routes.clear()
+            produce_stream(s.kafka, b.events[warm : warm + count], float(load), producer=feed)
             # Sustained: everything decided within 2 s of the last send (no growing queue).
             sustained_by = time.monotonic() + 2.0
             deadline = time.monotonic() + 30
@@ -246,6 +252,10 @@ def pipeline(b: Bench, out: dict[str, Any], loads: list[int], seconds: float) ->
                    "warm_up_records_excluded": warm}  # fmt: skip
             if len(lat):
                 res |= {f"p{q}": float(np.percentile(lat, q)) for q in (50, 99, 99.9)}
+                # Where the tail comes from: decided in stage 1, or through the buffer and stage 2.
+                routes = np.array(reader.routes[: len(lat)])
+                for name in sorted(set(routes.tolist())):
+                    res[f"p99_{name}"] = float(np.percentile(lat[routes == name], 99))
             out[f"latency_{processing}_{load}"] = res
             print(f"latency {processing} @ {load}/s: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                                                                       for k, v in res.items()), flush=True)  # fmt: skip
@@ -303,6 +313,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per fixed-load run")
     parser.add_argument("--parts", nargs="+", choices=("throughput", "pipeline", "gpu"),
                         default=["throughput", "pipeline", "gpu"], help="what to measure (default: everything)")  # fmt: skip
+    parser.add_argument("--modes", nargs="+", choices=("exactly_once", "at_least_once"),
+                        default=["exactly_once", "at_least_once"], help="processing modes of the pipeline runs")  # fmt: skip
     args = parser.parse_args()
     run_id = time.strftime("%Y%m%d%H%M%S")
     settings = load_settings()
@@ -317,7 +329,7 @@ def main() -> None:
     if "throughput" in args.parts:
         throughput(b, out)
     if "pipeline" in args.parts:
-        pipeline(b, out, args.loads, args.seconds)
+        pipeline(b, out, args.loads, args.seconds, args.modes)
     if "gpu" in args.parts:
         gpu(out)
     text = table(out)

@@ -111,6 +111,10 @@ class KafkaSettings(_Strict):
         if transactional_id is not None:
             conf["transactional.id"] = transactional_id
             conf["transaction.timeout.ms"] = self.transaction_timeout_ms
+            # A transaction begun right after the last commit meets CONCURRENT_TRANSACTIONS
+            # until the broker has written the markers; the default 100 ms retry backoff
+            # would put that whole wait into every such batch's latency.
+            conf["retry.backoff.ms"] = 5
         return conf | dict(self.extra)
 
     @property
@@ -132,8 +136,9 @@ class BatchSettings(_Strict):
 
 class ScorerSettings(_Strict):
     group_id: str = "fraudstream-scorer"
-    batch: BatchSettings = BatchSettings(max_rows=500, max_wait_ms=10)
+    batch: BatchSettings = BatchSettings(max_rows=500, max_wait_ms=2)
     transactional_id_prefix: str = "fraudstream-scorer"
+    threads: int = Field(1, ge=1, le=256, description="XGBoost threads; more pay only with cores to spare")
     max_record_bytes: int = Field(65_536, ge=256, description="larger transaction records go to the DLQ")
     max_future_skew_s: int = Field(86_400, ge=0, description="event_time this far past the record timestamp is rejected")
     max_event_age_days: int = Field(0, ge=0, description="older event_time is rejected; 0 = no limit (replays)")
@@ -163,9 +168,10 @@ class FallbackSettings(_Strict):
 
 class DeepSettings(_Strict):
     group_id: str = "fraudstream-deep"
-    batch: BatchSettings = BatchSettings(max_rows=256, max_wait_ms=5)
+    batch: BatchSettings = BatchSettings(max_rows=256, max_wait_ms=2)
     transactional_id_prefix: str = "fraudstream-deep"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_threads: int = Field(1, ge=1, le=256, description="torch threads when on CPU (and XGBoost's)")
     gpu_memory_fraction: float = Field(0.7, gt=0.0, le=1.0)
     pad_sizes: tuple[int, ...] = (64, 256, 1024)
 

@@ -35,6 +35,8 @@ class DeepWorker:
         self.topics = topics
         self.settings = settings
         self.device: torch.device = pick_device(settings.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(settings.cpu_threads)
         self._runners: dict[str, DeviceRunner] = {}
         self.runner(models.current().version).warm_up()
 

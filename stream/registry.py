@@ -19,9 +19,12 @@ log = structlog.get_logger("fraudstream.registry")
 
 
 class ModelRegistry:
-    def __init__(self, root: Path, version: str, deep: bool = True) -> None:
+    def __init__(self, root: Path, version: str, deep: bool = True, threads: int = 1) -> None:
         self.root = root
         self.deep = deep  # stage 1 loads XGBoost only, and never imports torch
+        # XGBoost threads per booster. Small micro-batches gain nothing from more, and on a
+        # shared host idle OpenMP workers spin against the broker and the other stage.
+        self.threads = threads
         self.requested = version
         self._bundles: dict[str, ModelBundle] = {}
         self._pointer_mtime = self._mtime()
@@ -39,6 +42,7 @@ class ModelRegistry:
         bundle = self._bundles.get(version)
         if bundle is None:
             bundle = load_bundle(self.root / version, deep=self.deep)
+            bundle.booster.set_param({"nthread": self.threads})
             self._bundles[version] = bundle
             log.info("model_loaded", version=version, trees=bundle.n_trees)
         return bundle

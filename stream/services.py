@@ -51,7 +51,7 @@ def _metrics(settings: Settings, service: str) -> Metrics:
 
 def scorer_loop(settings: Settings, instance: str = "0") -> StageLoop:
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
-    models = ModelRegistry(settings.model.dir, settings.model.version, deep=False)
+    models = ModelRegistry(settings.model.dir, settings.model.version, deep=False, threads=settings.scorer.threads)
     store = feature_store(settings, _delay_days(models))
     metrics = _metrics(settings, "scorer")
     health = DeepHealth(settings.kafka, settings.deep.group_id, store, settings.fallback, time.monotonic)
@@ -87,7 +87,7 @@ def deep_loop(settings: Settings, instance: str = "0") -> StageLoop:
     from stream.deep_worker import DeepWorker  # torch: only the deep worker pays for it
 
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
-    models = ModelRegistry(settings.model.dir, settings.model.version)
+    models = ModelRegistry(settings.model.dir, settings.model.version, threads=settings.deep.cpu_threads)
     metrics = _metrics(settings, "deep")
     worker = DeepWorker(codec_for(settings.kafka), models, settings.kafka.topics, settings.deep, metrics=metrics)
     beat = heartbeat(feature_store(settings, 7), settings.fallback.deep_heartbeat_s)
