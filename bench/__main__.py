@@ -164,7 +164,7 @@ class DecisionReader(threading.Thread):
 
     def __init__(self, s: Settings) -> None:
         super().__init__(daemon=True)
-        self.consumer = Consumer(s.kafka.consumer_config(f"reader-{time.time_ns()}") | {"fetch.wait.max.ms": 1})
+        self.consumer = Consumer(s.kafka.consumer_config(f"reader-{time.time_ns()}"))
         self.consumer.subscribe([s.kafka.topics.decisions])
         self.latencies: list[float] = []
         self.received: list[float] = []

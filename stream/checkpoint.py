@@ -8,15 +8,21 @@ Exactly-once (default), per batch:
 On any failure before 4 the transaction is aborted and the consumer rewound to the
 batch's first offsets, so the batch is processed again and nothing is lost.
 
-At-least-once: produce, flush, then commit the offsets synchronously.
+At-least-once, pipelined: a batch's outputs are produced and the loop moves on;
+its offsets are committed (asynchronously) once every output of it and of the
+batches before it is acknowledged. A failed delivery rewinds the consumer to the
+oldest uncommitted batch, which is processed again (at-least-once allows the
+duplicates). Draining (idle, shutdown, partitions revoked) waits for the
+outstanding deliveries and commits synchronously.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream.dlq import Record
 from stream.errors import BrokerError
@@ -51,15 +57,34 @@ def produce(
     key: bytes | None,
     headers: list[tuple[str, bytes]] | list[tuple[str, str | bytes | None]] | None = None,
     timestamp: int = 0,
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
 ) -> None:
     """Produce, waiting for delivery reports to drain the local queue when it is full."""
     hdrs: list[tuple[str, str | bytes | None]] | None = [(k, v) for k, v in headers] if headers else None
     while True:
         try:
-            producer.produce(topic, value=value, key=key, headers=hdrs, timestamp=timestamp)
+            if on_delivery is None:
+                producer.produce(topic, value=value, key=key, headers=hdrs, timestamp=timestamp)
+            else:
+                producer.produce(topic, value=value, key=key, headers=hdrs, timestamp=timestamp, on_delivery=on_delivery)
             return
         except BufferError:
             producer.poll(0.05)
+
+
+class _InFlight:
+    """An at-least-once batch whose outputs are not all acknowledged yet."""
+
+    def __init__(self, messages: Sequence[Message], outputs: int) -> None:
+        self.next = next_offsets(messages)
+        self.first = first_offsets(messages)
+        self.remaining = outputs
+        self.error: KafkaError | None = None
+
+    def delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        self.remaining -= 1
+        if err is not None and self.error is None:
+            self.error = err
 
 
 class Checkpoint:
@@ -70,37 +95,97 @@ class Checkpoint:
         self.producer = producer
         self.exactly_once = exactly_once
         self.timeout_s = timeout_s
+        self._in_flight: deque[_InFlight] = deque()  # at-least-once only, oldest first
         if exactly_once:
             producer.init_transactions(timeout_s)
 
     def commit(self, messages: Sequence[Message], outputs: Sequence[Record]) -> None:
-        """Steps 1-4 above for one batch; BrokerError after rewinding when it fails."""
+        """Steps 1-4 above for one batch (exactly-once), or hand the batch to the pipeline
+        (at-least-once); BrokerError after rewinding when it fails."""
+        if not self.exactly_once:
+            self._pipeline(messages, outputs)
+            return
         offsets = next_offsets(messages)
         try:
-            if self.exactly_once:
-                self.producer.begin_transaction()  # 1
+            self.producer.begin_transaction()  # 1
             for topic, key, value, headers in outputs:  # 2
                 produce(self.producer, topic, value, key, headers)
-            if self.exactly_once:
-                self.producer.send_offsets_to_transaction(  # 3
-                    offsets, self.consumer.consumer_group_metadata(), self.timeout_s
-                )
-                self.producer.commit_transaction(self.timeout_s)  # 4
-            else:
-                if self.producer.flush(self.timeout_s) > 0:
-                    raise BrokerError("outputs not delivered within the timeout")
-                self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.producer.send_offsets_to_transaction(  # 3
+                offsets, self.consumer.consumer_group_metadata(), self.timeout_s
+            )
+            self.producer.commit_transaction(self.timeout_s)  # 4
         except KafkaException as exc:
             self.abort(messages)
             raise BrokerError(f"batch commit failed: {exc}") from exc
 
+    def _pipeline(self, messages: Sequence[Message], outputs: Sequence[Record]) -> None:
+        batch = _InFlight(messages, len(outputs))
+        self._in_flight.append(batch)
+        for topic, key, value, headers in outputs:
+            produce(self.producer, topic, value, key, headers, on_delivery=batch.delivered)
+        self.settle(wait_s=0.0, messages=messages)
+
+    def settle(self, wait_s: float = 0.0, messages: Sequence[Message] = ()) -> int:
+        """At-least-once: serve delivery reports (waiting up to wait_s for all of them), then
+        commit the offsets of the acknowledged prefix of batches — synchronously when
+        waiting. Returns the batches still in flight. BrokerError, after rewinding to the
+        oldest uncommitted batch (and `messages`), when a delivery failed."""
+        if self.exactly_once:
+            return 0
+        if wait_s > 0:
+            self.producer.flush(wait_s)
+        else:
+            self.producer.poll(0)
+        done: dict[tuple[str, int], TopicPartition] = {}
+        failed: KafkaError | None = None
+        while self._in_flight and self._in_flight[0].remaining <= 0:
+            batch = self._in_flight[0]
+            if batch.error is not None:
+                failed = batch.error
+                break
+            self._in_flight.popleft()
+            for tp in batch.next:
+                done[(tp.topic, tp.partition)] = tp
+        if done:
+            try:
+                if wait_s > 0:
+                    self.consumer.commit(offsets=list(done.values()), asynchronous=False)
+                else:
+                    self.consumer.commit(offsets=list(done.values()), asynchronous=True)
+            except KafkaException as exc:
+                # Not committed: the batches are already acknowledged, so a rewind would only
+                # duplicate them; the next commit carries later offsets of these partitions.
+                if wait_s > 0:
+                    raise BrokerError(f"offset commit failed: {exc}") from exc
+        if failed is None and any(b.error is not None for b in self._in_flight):
+            failed = next(b.error for b in self._in_flight if b.error is not None)
+        if failed is not None:
+            self._rewind(messages)
+            raise BrokerError(f"output delivery failed: {failed}")
+        if wait_s > 0 and self._in_flight:
+            pending = len(self._in_flight)
+            self._rewind(messages)
+            raise BrokerError(f"{pending} batches not acknowledged within {wait_s:.0f} s")
+        return len(self._in_flight)
+
+    def _rewind(self, messages: Sequence[Message]) -> None:
+        """Seek to the first offset of every batch in flight (and of `messages`); forget them."""
+        first: dict[tuple[str, int], TopicPartition] = {}
+        for tp in [tp for b in self._in_flight for tp in b.first] + first_offsets(messages):
+            key = (tp.topic, tp.partition)
+            if key not in first or tp.offset < first[key].offset:
+                first[key] = tp
+        self._in_flight.clear()
+        for tp in first.values():
+            with contextlib.suppress(KafkaException):
+                self.consumer.seek(tp)
+
     def abort(self, messages: Sequence[Message]) -> None:
-        """Abort the open transaction (if any) and rewind to the batch's first offsets."""
+        """Abort the open transaction (if any) and rewind to the batch's first offsets
+        (at-least-once: to the oldest batch in flight)."""
         if self.exactly_once:
             # No open transaction means nothing to abort.
             with contextlib.suppress(KafkaException):
                 self.producer.abort_transaction(self.timeout_s)
-        for tp in first_offsets(messages):
-            # A partition revoked meanwhile is resumed by its new owner from the committed offset.
-            with contextlib.suppress(KafkaException):
-                self.consumer.seek(tp)
+        # A partition revoked meanwhile is resumed by its new owner from the committed offset.
+        self._rewind(messages)

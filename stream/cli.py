@@ -209,6 +209,9 @@ def _serve(kind: str, config: Path | None, instance: str, max_idle_s: float | No
     from stream.stage import StopFlag
 
     settings = _settings(config)
+    # Installed before the (seconds-long) start-up: a SIGTERM during it stops cleanly too.
+    stop = StopFlag()
+    stop.install()
     try:
         if kind == "score":
             loop = services.scorer_loop(settings, instance=instance)
@@ -218,8 +221,6 @@ def _serve(kind: str, config: Path | None, instance: str, max_idle_s: float | No
             loop = services.labels_loop(settings, instance=instance)
     except FraudstreamError as exc:
         raise _fail(exc) from exc
-    stop = StopFlag()
-    stop.install()
     loop.run(stop, max_idle_s=max_idle_s)
 
 

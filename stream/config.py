@@ -92,7 +92,7 @@ class KafkaSettings(_Strict):
             "max.poll.interval.ms": self.max_poll_interval_ms,
             "session.timeout.ms": self.session_timeout_ms,
             "partition.assignment.strategy": "cooperative-sticky",
-            "fetch.wait.max.ms": 5,
+            "fetch.wait.max.ms": 100,
             "enable.partition.eof": False,
         }
         if instance_id is not None:

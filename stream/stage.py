@@ -123,8 +123,17 @@ class StageLoop:
 
     def _on_revoke(self, _c: Consumer, parts: list[TopicPartition]) -> None:
         # Batches are committed or aborted before the next consume call, and revocation
-        # only happens inside that call: no transaction is open here.
+        # only happens inside that call: no transaction is open here. At-least-once
+        # batches still in flight are settled so the next owner does not repeat them.
         self.log.info("partitions_revoked", partitions=[p.partition for p in parts])
+        self._settle(self.checkpoint.timeout_s)
+
+    def _settle(self, wait_s: float) -> None:
+        try:
+            self.checkpoint.settle(wait_s)
+        except BrokerError as exc:
+            self.metrics.retries.inc()
+            self.log.warning("batch_retry", error=type(exc).__name__, reason=str(exc))
 
     def run(self, stop: StopFlag, max_idle_s: float | None = None) -> StageStats:
         """Consume until `stop` is set (or, with max_idle_s, until the topic stays quiet that long)."""
@@ -138,6 +147,7 @@ class StageLoop:
                     self.tick()
                 msgs = collect(self._consume, self.batch.max_rows, self.batch.max_wait_ms / 1000, self.clock)
                 if not msgs:
+                    self._settle(0.0)
                     if max_idle_s is not None and self.clock() - last_data > max_idle_s:
                         break
                     continue
@@ -207,6 +217,7 @@ class StageLoop:
         return good
 
     def close(self) -> None:
+        self._settle(10.0)
         self.producer.flush(10)
         self.consumer.close()
         peak_mb = peak_rss_mb()

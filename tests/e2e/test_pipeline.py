@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import redis
 import torch
+from confluent_kafka import Consumer, TopicPartition
 
 from models import xgb as xgbm
 from models.artifacts import load_bundle
@@ -129,6 +130,38 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(pipeline: Pipeline, tra
     assert max(ids.values()) == 1
     per_customer = Counter(e["customer_id"] for e in events)
     assert _customer_counts(pipeline, set(per_customer)) == dict(per_customer)
+
+
+def test_at_least_once_decides_everything_through_a_crash_and_commits_all_on_shutdown(
+    pipeline: Pipeline, trained: TrainedModel
+) -> None:
+    events = last_events(trained.sim, 6_000)
+    alos = {"FRAUDSTREAM_KAFKA__PROCESSING": "at_least_once"}
+    pipeline.start_stages(alos, alos)
+    import threading
+
+    feeder = threading.Thread(target=pipeline.produce, args=(events, 1_500.0))
+    feeder.start()
+    time.sleep(2.0)
+    assert pipeline.kill("score-0") == -signal.SIGKILL  # batches in flight: produced, not committed
+    pipeline.start("score", **alos)
+    feeder.join()
+
+    decisions = pipeline.decisions(len(events), timeout_s=240)
+    assert {d["transaction_id"] for d in decisions} == {e["transaction_id"] for e in events}
+    assert pipeline.stop_all() == {"score-0": 0, "deep-0": 0}
+    # A clean stop settles what is in flight: nothing is left for the next start to repeat.
+    kafka, topics = pipeline.settings.kafka, pipeline.settings.kafka.topics
+    for group, topic in (
+        (pipeline.settings.scorer.group_id, topics.transactions),
+        (pipeline.settings.deep.group_id, topics.ambiguous),
+    ):
+        consumer = Consumer(kafka.consumer_config(group))
+        parts = [TopicPartition(topic, p) for p in range(4)]
+        committed = consumer.committed(parts, timeout=10)
+        lag = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] - max(tp.offset, 0) for tp in committed)
+        consumer.close()
+        assert lag == 0, f"{group} left {lag} records uncommitted"
 
 
 def test_two_scorers_share_partitions_and_survive_one_stopping(pipeline: Pipeline, trained: TrainedModel) -> None:
