@@ -10,6 +10,7 @@ measured in the same run. Prints a table and writes bench/results/bench-<time>.j
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,7 +23,8 @@ from typing import Any
 
 import numpy as np
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
 from bench.ceiling import run_ceiling
 from bench.naive import run_naive
@@ -60,6 +62,22 @@ class Bench:
         self.values = [self.codec.encode("Transaction", {k: v for k, v in e.items() if k not in ("is_fraud", "scenario")})
                        for e in self.events]  # fmt: skip
         self.model_dir = resolve(settings.model.dir, settings.model.version)
+        self.used: list[Settings] = []
+
+    def cleanup(self) -> None:
+        """Delete the topics and Redis keys of the phases run so far."""
+        for s in self.used:
+            topics = [getattr(s.kafka.topics, k) for k in TOPIC_KEYS]
+            for future in AdminClient({"bootstrap.servers": s.kafka.bootstrap}).delete_topics(topics).values():
+                with contextlib.suppress(KafkaException):
+                    future.result(30)
+            client = redis.Redis.from_url(s.redis.url)
+            for pattern in (f"fs:{s.redis.namespace}:*", f"hb:{s.redis.namespace}:*"):
+                keys = list(client.scan_iter(match=pattern, count=5000))
+                for i in range(0, len(keys), 5000):
+                    client.unlink(*keys[i : i + 5000])
+            client.close()
+        self.used.clear()
 
     def env(self, tag: str, processing: str = "exactly_once") -> dict[str, str]:
         flow = "{" + ", ".join(f"{k}: bench.{self.run_id}.{tag}.{k}" for k in TOPIC_KEYS) + "}"
@@ -72,7 +90,12 @@ class Bench:
                 "FRAUDSTREAM_DEEP__TRANSACTIONAL_ID_PREFIX": f"bench-{self.run_id}-{tag}-deep"}  # fmt: skip
 
     def settings(self, env: dict[str, str]) -> Settings:
+        """A phase's settings; its topics are created and its Redis namespace warmed. The
+        previous phase's topics and keys are removed first, so the broker and Redis do not
+        carry every earlier phase's state (heap, page cache) into this one's figures."""
+        self.cleanup()
         s = load_settings(environ=env)
+        self.used.append(s)
         ensure_topics(s.kafka, pipeline_topics(s.kafka))
         client = redis.Redis.from_url(s.redis.url)
         RedisFeatureStore(client, s.redis.namespace, s.redis.ttl_days, FeatureEngine(7)).backfill(self.offline)
@@ -248,6 +271,8 @@ def pipeline(b: Bench, out: dict[str, Any], loads: list[int], seconds: float, mo
             for p in procs:
                 p.wait(60)
             lat = np.array(reader.latencies)
+            series = {"latency_ms": reader.latencies, "received_ms": reader.received, "route": reader.routes}
+            (b.logs / f"{tag}-latency.json").write_text(json.dumps(series))
             res: dict[str, Any] = {"offered_per_s": load, "sent": count, "decided": len(lat), "sustained": sustained,
                    "warm_up_records_excluded": warm}  # fmt: skip
             if len(lat):
@@ -330,6 +355,7 @@ def main() -> None:
         throughput(b, out)
     if "pipeline" in args.parts:
         pipeline(b, out, args.loads, args.seconds, args.modes)
+    b.cleanup()
     if "gpu" in args.parts:
         gpu(out)
     text = table(out)

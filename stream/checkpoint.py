@@ -19,6 +19,7 @@ outstanding deliveries and commits synchronously.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -90,12 +91,26 @@ class _InFlight:
 class Checkpoint:
     """Commits one batch's outputs and offsets together."""
 
-    def __init__(self, consumer: Consumer, producer: Producer, exactly_once: bool, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        exactly_once: bool,
+        timeout_s: float = 30.0,
+        commit_interval_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.consumer = consumer
         self.producer = producer
         self.exactly_once = exactly_once
         self.timeout_s = timeout_s
-        self._in_flight: deque[_InFlight] = deque()  # at-least-once only, oldest first
+        # At-least-once only: batches in flight (oldest first) and acknowledged offsets not
+        # yet committed; those are committed at most every commit_interval_s (and on settle).
+        self._in_flight: deque[_InFlight] = deque()
+        self._acked: dict[tuple[str, int], TopicPartition] = {}
+        self.commit_interval_s = commit_interval_s
+        self.clock = clock
+        self._committed_at = clock()
         if exactly_once:
             producer.init_transactions(timeout_s)
 
@@ -136,7 +151,7 @@ class Checkpoint:
             self.producer.flush(wait_s)
         else:
             self.producer.poll(0)
-        done: dict[tuple[str, int], TopicPartition] = {}
+        done = self._acked
         failed: KafkaError | None = None
         while self._in_flight and self._in_flight[0].remaining <= 0:
             batch = self._in_flight[0]
@@ -146,12 +161,15 @@ class Checkpoint:
             self._in_flight.popleft()
             for tp in batch.next:
                 done[(tp.topic, tp.partition)] = tp
-        if done:
+        if done and (wait_s > 0 or self.clock() - self._committed_at >= self.commit_interval_s):
+            offsets = list(done.values())
+            done.clear()
+            self._committed_at = self.clock()
             try:
                 if wait_s > 0:
-                    self.consumer.commit(offsets=list(done.values()), asynchronous=False)
+                    self.consumer.commit(offsets=offsets, asynchronous=False)
                 else:
-                    self.consumer.commit(offsets=list(done.values()), asynchronous=True)
+                    self.consumer.commit(offsets=offsets, asynchronous=True)
             except KafkaException as exc:
                 # Not committed: the batches are already acknowledged, so a rewind would only
                 # duplicate them; the next commit carries later offsets of these partitions.
@@ -175,7 +193,7 @@ class Checkpoint:
             key = (tp.topic, tp.partition)
             if key not in first or tp.offset < first[key].offset:
                 first[key] = tp
-        self._in_flight.clear()
+        self._in_flight.clear()  # (acknowledged offsets stay: they precede every rewound batch)
         for tp in first.values():
             with contextlib.suppress(KafkaException):
                 self.consumer.seek(tp)

@@ -49,6 +49,7 @@ class KafkaSettings(_Strict):
     partitions: int = Field(4, ge=1, description="partitions of topics fraudstream creates")
     processing: Literal["exactly_once", "at_least_once"] = "exactly_once"
     transaction_timeout_ms: int = Field(30_000, ge=1_000)
+    commit_interval_ms: int = Field(100, ge=0, le=60_000, description="at-least-once: offsets committed at most this often")
     # The worst batch (deep worker on CPU, max_rows) takes well under a second;
     # five minutes leaves room for a stalled Redis without a spurious rebalance.
     max_poll_interval_ms: int = Field(300_000, ge=10_000)

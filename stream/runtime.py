@@ -25,7 +25,7 @@ def pick_device(requested: str) -> torch.device:
 
 
 class DeviceRunner:
-    """A HybridNet on a device, scoring padded micro-batches."""
+    """A HybridNet on a device, scoring micro-batches (padded to fixed sizes on CUDA)."""
 
     def __init__(self, net: HybridNet, device: torch.device, pad_sizes: Sequence[int], memory_fraction: float) -> None:
         self.device = device
@@ -63,6 +63,8 @@ class DeviceRunner:
             raise ValidationError("leaf index out of range")
 
     def _pad_to(self, n: int) -> int:
+        if self.device.type != "cuda":
+            return n  # CPU kernels take any batch size alike; padding would only add work
         for size in self.pad_sizes:
             if n <= size:
                 return size

@@ -115,7 +115,7 @@ class StageLoop:
         self.consumer = Consumer(kafka.consumer_config(group_id, client_id=f"fraudstream-{name}", instance_id=transactional_id))
         eos = kafka.exactly_once
         self.producer = Producer(kafka.producer_config(transactional_id if eos else None, client_id=f"fraudstream-{name}"))
-        self.checkpoint = Checkpoint(self.consumer, self.producer, eos)
+        self.checkpoint = Checkpoint(self.consumer, self.producer, eos, commit_interval_s=kafka.commit_interval_ms / 1000)
 
     def _on_assign(self, _c: Consumer, parts: list[TopicPartition]) -> None:
         self.log.info("partitions_assigned", partitions=[p.partition for p in parts])

@@ -133,7 +133,7 @@ start_kafka() {
   java -cp "$kafka_lib/*" -Dlog4j2.configurationFile="$run_dir/kafka/log4j2.properties" kafka.tools.StorageTool \
     format -t "$cluster_id" -c "$run_dir/kafka/server.properties" --standalone >"$run_dir/kafka/format.log" 2>&1 \
     || { cat "$run_dir/kafka/format.log" >&2; die "kafka storage format failed"; }
-  nohup java -Xms256m -Xmx512m -XX:+UseG1GC -Xlog:gc:file="$run_dir/kafka/gc.log":time,uptime -cp "$kafka_lib/*" \
+  nohup java -Xms1g -Xmx1g -XX:+UseG1GC -Xlog:gc:file="$run_dir/kafka/gc.log":time,uptime -cp "$kafka_lib/*" \
     -Dlog4j2.configurationFile="$run_dir/kafka/log4j2.properties" \
     kafka.Kafka "$run_dir/kafka/server.properties" >"$run_dir/kafka/stdout.log" 2>&1 &
   echo $! >"$pidf"

@@ -98,3 +98,18 @@ def test_a_batch_without_outputs_commits_at_once(parts: Any) -> None:
     cp, _producer, consumer = parts
     cp.commit(batch(3, 1, 2), [])
     assert consumer.commits == [([(3, 3)], True)]
+
+
+def test_offsets_are_committed_at_most_once_per_interval_and_always_when_draining() -> None:
+    now = [0.0]
+    producer, consumer = FakeProducer(), FakeConsumer()
+    cp = Checkpoint(consumer, producer, exactly_once=False, commit_interval_s=0.1, clock=lambda: now[0])  # type: ignore[arg-type]
+    cp.commit(batch(0, 1), [])
+    cp.commit(batch(0, 2), [])
+    assert consumer.commits == []  # acknowledged, waiting for the interval
+    now[0] = 0.1
+    cp.commit(batch(0, 3), [])
+    assert consumer.commits == [([(0, 4)], True)]
+    cp.commit(batch(1, 9), [])
+    cp.settle(wait_s=1.0)
+    assert consumer.commits[-1] == ([(1, 10)], False)
