@@ -141,9 +141,13 @@ def _wait_log(path: Path, event: str, timeout_s: float = 90) -> None:
 def throughput(b: Bench, out: dict[str, Any]) -> None:
     env = b.env("ceiling")
     s = b.settings(env)
-    # Ten times the records: the pass-through is so fast that one copy lasts a fraction of a second.
-    b.prefill(s, s.kafka.topics.transactions, times=10)
-    n, secs = run_ceiling(s.kafka, s.kafka.topics.transactions, s.kafka.topics.decisions, f"bench-{b.run_id}-ceiling",
+    # Ten times the records: the pass-through is so fast that one copy lasts a fraction of a
+    # second. One copy first, passed through and not counted: a freshly started broker
+    # runs interpreted code for its first seconds (JIT warm-up), which is not its ceiling.
+    b.prefill(s, s.kafka.topics.transactions, times=12)
+    group = f"bench-{b.run_id}-ceiling"
+    run_ceiling(s.kafka, s.kafka.topics.transactions, s.kafka.topics.decisions, group, s.scorer.batch, b.n)
+    n, secs = run_ceiling(s.kafka, s.kafka.topics.transactions, s.kafka.topics.decisions, group,
                           s.scorer.batch, 10 * b.n)  # fmt: skip
     out["ceiling"] = {"records": n, "seconds": secs, "per_s": n / secs}
     print(f"ceiling (pass-through, exactly-once): {n / secs:,.0f}/s", flush=True)

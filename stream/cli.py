@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -221,6 +222,10 @@ def _serve(kind: str, config: Path | None, instance: str, max_idle_s: float | No
             loop = services.labels_loop(settings, instance=instance)
     except FraudstreamError as exc:
         raise _fail(exc) from exc
+    # Start-up built a large, long-lived object graph (models, libraries): move it out of
+    # the collector's reach so the occasional full collection stays short.
+    gc.collect()
+    gc.freeze()
     loop.run(stop, max_idle_s=max_idle_s)
 
 
