@@ -2,8 +2,8 @@
 
 Exactly-once (default), per batch:
     1. begin the Kafka transaction;
-    2. produce every output of the batch (decisions, buffer records, DLQ records);
-    3. send the consumer's next offsets for the batch to the transaction;
+    2. send the consumer's next offsets for the batch to the transaction;
+    3. produce every output of the batch (decisions, buffer records, DLQ records);
     4. commit the transaction — outputs and offsets become visible together.
 On any failure before 4 the transaction is aborted and the consumer rewound to the
 batch's first offsets, so the batch is processed again and nothing is lost.
@@ -123,11 +123,15 @@ class Checkpoint:
         offsets = next_offsets(messages)
         try:
             self.producer.begin_transaction()  # 1
-            for topic, key, value, headers in outputs:  # 2
-                produce(self.producer, topic, value, key, headers)
-            self.producer.send_offsets_to_transaction(  # 3
+            # Offsets before outputs: they touch only the group's offsets partition, so the
+            # output partitions hold an open transaction — which keeps read_committed readers
+            # of the whole partition waiting, the other stage's decisions included — for the
+            # produce and the commit alone.
+            self.producer.send_offsets_to_transaction(  # 2
                 offsets, self.consumer.consumer_group_metadata(), self.timeout_s
             )
+            for topic, key, value, headers in outputs:  # 3
+                produce(self.producer, topic, value, key, headers)
             self.producer.commit_transaction(self.timeout_s)  # 4
         except KafkaException as exc:
             self.abort(messages)
