@@ -84,11 +84,7 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def empty_history() -> np.ndarray:
-    return np.zeros(0, dtype=HISTORY_DTYPE)
-
-
-_EMPTY = empty_history()
+_EMPTY = np.zeros(0, dtype=HISTORY_DTYPE)  # a customer never seen
 _RECORD = np.dtype(f"V{HISTORY_DTYPE.itemsize}")
 
 
@@ -315,15 +311,16 @@ class FeatureEngine:
             appended, repeats = self._one_by_one(ev, cust, histories, feats)
         days = ev.ts // DAY_MS
         tids = [e["terminal_id"] for e in events]
-        pairs = dict.fromkeys(zip(tids, days.tolist(), strict=True))
-        pair_index = {p: k for k, p in enumerate(pairs)}
-        rings = np.stack([terminals.get(t, _EMPTY_RING) for t, _ in pairs]) if pairs else _EMPTY_RING[None]
-        term = self.terminal(rings, np.fromiter((d for _, d in pairs), np.int64, len(pairs)))
-        feats[:, _TERM_IDX] = term[[pair_index[p] for p in zip(tids, days.tolist(), strict=True)]]
+        # Terminal features depend only on (terminal, day) and the state before the batch.
+        keys = list(zip(tids, days.tolist(), strict=True))
+        pair_index: dict[tuple[str, int], int] = {}
+        pair_of = [pair_index.setdefault(k, len(pair_index)) for k in keys]
+        rings = np.stack([terminals.get(t, _EMPTY_RING) for t, _ in pair_index]) if pair_index else _EMPTY_RING[None]
+        term = self.terminal(rings, np.fromiter((d for _, d in pair_index), np.int64, len(pair_index)))
+        feats[:, _TERM_IDX] = term[pair_of]
         counts: dict[tuple[str, int], int] = {}
         for i in sorted(i for rows in appended.values() for i in rows):
-            key = (tids[i], int(days[i]))
-            counts[key] = counts.get(key, 0) + 1
+            counts[keys[i]] = counts.get(keys[i], 0) + 1
         every = ev.records(slice(None))
         records = {c: np.take(every, appended[u]) for c, u in index.items() if u in appended}
         return BatchFeatures(feats.astype(np.float32), records, counts, repeats)
