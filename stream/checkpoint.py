@@ -22,6 +22,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -62,12 +63,10 @@ def produce(
 ) -> None:
     """Produce, waiting for delivery reports to drain the local queue when it is full."""
     hdrs: list[tuple[str, str | bytes | None]] | None = [(k, v) for k, v in headers] if headers else None
+    report: dict[str, Any] = {} if on_delivery is None else {"on_delivery": on_delivery}
     while True:
         try:
-            if on_delivery is None:
-                producer.produce(topic, value=value, key=key, headers=hdrs, timestamp=timestamp)
-            else:
-                producer.produce(topic, value=value, key=key, headers=hdrs, timestamp=timestamp, on_delivery=on_delivery)
+            producer.produce(topic, value=value, key=key, headers=hdrs, timestamp=timestamp, **report)
             return
         except BufferError:
             producer.poll(0.05)
@@ -155,19 +154,12 @@ class Checkpoint:
             self.producer.flush(wait_s)
         else:
             self.producer.poll(0)
-        done = self._acked
-        failed: KafkaError | None = None
-        while self._in_flight and self._in_flight[0].remaining <= 0:
-            batch = self._in_flight[0]
-            if batch.error is not None:
-                failed = batch.error
-                break
-            self._in_flight.popleft()
-            for tp in batch.next:
-                done[(tp.topic, tp.partition)] = tp
-        if done and (wait_s > 0 or self.clock() - self._committed_at >= self.commit_interval_s):
-            offsets = list(done.values())
-            done.clear()
+        while self._in_flight and self._in_flight[0].remaining <= 0 and self._in_flight[0].error is None:
+            for tp in self._in_flight.popleft().next:
+                self._acked[(tp.topic, tp.partition)] = tp
+        if self._acked and (wait_s > 0 or self.clock() - self._committed_at >= self.commit_interval_s):
+            offsets = list(self._acked.values())
+            self._acked.clear()
             self._committed_at = self.clock()
             try:
                 if wait_s > 0:
@@ -179,8 +171,7 @@ class Checkpoint:
                 # duplicate them; the next commit carries later offsets of these partitions.
                 if wait_s > 0:
                     raise BrokerError(f"offset commit failed: {exc}") from exc
-        if failed is None and any(b.error is not None for b in self._in_flight):
-            failed = next(b.error for b in self._in_flight if b.error is not None)
+        failed = next((b.error for b in self._in_flight if b.error is not None), None)
         if failed is not None:
             self._rewind(messages)
             raise BrokerError(f"output delivery failed: {failed}")

@@ -14,7 +14,7 @@ def test_key_layout_is_pinned() -> None:
     store = RedisFeatureStore(redis.Redis(), "live", 40, FeatureEngine(7))
     assert store.customer_key("c-000042") == "fs:live:{c:c-000042}"
     assert store.terminal_key("m-7") == "fs:live:{t:m-7}"
-    # A terminal's hash and its seen sets share the hash tag: one cluster slot per script call.
+    # A terminal's ring and its labels set share the hash tag (one cluster slot per pair).
     assert store.terminal_key("m-7").split("{")[1].split("}")[0] == "t:m-7"
 
 
