@@ -313,8 +313,10 @@ def gpu(out: dict[str, Any]) -> None:
         print(out["gpu"])
         return
     from bench.gpu import run_gpu
+    from bench.gpu import table as gpu_table
 
     out["gpu"] = run_gpu()
+    print(gpu_table(out["gpu"]))
 
 
 def table(out: dict[str, Any]) -> str:

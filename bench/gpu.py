@@ -1,11 +1,26 @@
-"""Stage 2 on CUDA: rows/s at batch 256/1024/4096, fp16 and fp32, with and without torch.compile.
+"""Stage 2 on CUDA: rows/s at batch 256/1024/4096, fp16 and fp32, eager and torch.compile.
 
-Runs only where `torch.cuda.is_available()`; `python -m bench` calls it and reports the GPU's name.
+Two figures per setting:
+- `model`: the network alone on tensors already on the GPU (what the chip does);
+- `serving`: the deep worker's own path, `DeviceRunner.scores` — numpy rows in, checked,
+  staged in page-locked memory, copied over, scored, probabilities copied back (what stage 2 gets).
+The baseline, measured in the same run on the same host: the same serving path on the CPU in fp32,
+one torch thread (the deep worker's default `deep.cpu_threads`) and all of the host's cores.
+
+Uses the trained model under `artifacts/` when there is one (else the same architecture, untrained:
+speed does not depend on the weights). Run with `python -m bench.gpu` (needs `torch.cuda.is_available()`);
+`python -m bench` calls it too.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,35 +28,125 @@ import torch
 
 from models.deep import DeepArch, HybridNet
 from models.features import N_FEATURES
+from models.xgb import LEAF_SLOTS
+from stream.runtime import DeviceRunner
 
-N_TREES = 120
+BATCHES = (256, 1024, 4096)
+RESULTS = Path(__file__).parent / "results"
 
 
-def _rate(fn: Any, x: torch.Tensor, m: torch.Tensor, lv: torch.Tensor, fp16: bool, repeats: int = 50) -> float:
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=fp16):
-        for _ in range(5):
-            fn(x, m, lv)
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(repeats):
-            fn(x, m, lv)
-        torch.cuda.synchronize()
-    return repeats * len(x) / (time.perf_counter() - t)
+def _trained_net() -> tuple[HybridNet, str]:
+    from models.artifacts import load_bundle
+
+    root = Path(os.environ.get("FRAUDSTREAM_MODEL__DIR", "artifacts"))
+    current = root / "CURRENT"
+    if current.exists():
+        version = current.read_text().strip()
+        return load_bundle(root / version).net, f"trained model {version} from {root}"
+    net = HybridNet(DeepArch(N_FEATURES, 120))
+    return net, "untrained model of the default architecture (no artifacts/ here)"
+
+
+def _rate(step: Callable[[], Any], rows: int, sync: bool, windows: int = 3, min_s: float = 0.4) -> float:
+    """Rows per second of `step` after warm-up: the median of `windows` timed windows of at least `min_s` each."""
+    for _ in range(5):
+        step()
+    rates = []
+    for _ in range(windows):
+        if sync:
+            torch.cuda.synchronize()
+        n, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < min_s:
+            for _ in range(10):
+                step()
+            n += 10
+            if sync:
+                torch.cuda.synchronize()
+        rates.append(n * rows / elapsed)
+    return float(np.median(rates))
+
+
+def _inputs(net: HybridNet, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = rng.normal(size=(batch, net.arch.n_features)).astype(np.float32)
+    margin = rng.normal(size=batch).astype(np.float32)
+    leaves = rng.integers(0, LEAF_SLOTS, size=(batch, net.arch.n_trees)).astype(np.int32)
+    return x, margin, leaves
 
 
 def run_gpu() -> dict[str, Any]:
-    dev = torch.device("cuda")
-    net = HybridNet(DeepArch(N_FEATURES, N_TREES)).to(dev).eval()
-    compiled = torch.compile(net)
-    out: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0), "rows_per_s": {}}
+    cuda = torch.device("cuda")
+    net, source = _trained_net()
+    state = net.state_dict()
+    out: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": source,
+                           "host_cpus": os.cpu_count(), "rows_per_s": {}}  # fmt: skip
+    print(f"{out['gpu']}, torch {torch.__version__}, {source}", flush=True)
     rng = np.random.default_rng(0)
-    for batch in (256, 1024, 4096):
-        x = torch.as_tensor(rng.normal(size=(batch, N_FEATURES)).astype(np.float32), device=dev)
-        m = torch.as_tensor(rng.normal(size=batch).astype(np.float32), device=dev)
-        lv = torch.as_tensor(rng.integers(0, 127, size=(batch, N_TREES)), device=dev)
+
+    def fresh() -> HybridNet:
+        copy = HybridNet(net.arch)
+        copy.load_state_dict(state)
+        return copy.eval()
+
+    def record(key: str, value: float) -> None:
+        out["rows_per_s"][key] = value
+        print(f"  {key:<34} {value:>14,.0f} rows/s", flush=True)
+
+    for batch in BATCHES:
+        x, margin, leaves = _inputs(net, batch, rng)
+        for threads in (1, os.cpu_count() or 1):
+            torch.set_num_threads(threads)
+            cpu = DeviceRunner(fresh(), torch.device("cpu"), (batch,), 1.0)
+            record(f"batch{batch}_cpu_fp32_{threads}threads_serving", _rate(partial(cpu.scores, x, margin, leaves), batch, False))
         for fp16 in (True, False):
-            for name, fn in (("eager", net), ("compiled", compiled)):
-                key = f"batch{batch}_{'fp16' if fp16 else 'fp32'}_{name}"
-                out["rows_per_s"][key] = _rate(fn, x, m, lv, fp16)
-                print(f"{out['gpu']} {key}: {out['rows_per_s'][key]:,.0f} rows/s", flush=True)
+            for compiled in (False, True):
+                name = f"batch{batch}_cuda_{'fp16' if fp16 else 'fp32'}_{'compiled' if compiled else 'eager'}"
+                try:
+                    runner = DeviceRunner(fresh(), cuda, (batch,), 0.7, fp16=fp16, compile=compiled)
+                    runner.warm_up()
+                    xt, mt, lt = (torch.from_numpy(a).to(cuda) for a in (x, margin, leaves.astype(np.int64)))
+
+                    record(f"{name}_model", _rate(partial(runner.logits, xt, mt, lt), batch, True))
+                    record(f"{name}_serving", _rate(partial(runner.scores, x, margin, leaves), batch, True))
+                except Exception as exc:  # a setting that cannot run (say, torch.compile without a compiler) is reported
+                    out["rows_per_s"][f"{name}_error"] = f"{type(exc).__name__}: {exc}"
+                    print(f"  {name}: failed: {type(exc).__name__}: {exc}", flush=True)
+        torch.set_num_threads(os.cpu_count() or 1)
+    best = {b: max((v for k, v in out["rows_per_s"].items() if k.startswith(f"batch{b}_cuda") and k.endswith("_serving")
+                    and isinstance(v, float)), default=0.0) for b in BATCHES}  # fmt: skip
+    out["serving_vs_cpu_1thread"] = {b: best[b] / out["rows_per_s"][f"batch{b}_cpu_fp32_1threads_serving"] for b in BATCHES}
     return out
+
+
+def table(out: dict[str, Any]) -> str:
+    r = out["rows_per_s"]
+    lines = [f"{out['gpu']} — stage 2 rows/s ({out['model']})", "",
+             "| batch | precision | torch.compile | model on GPU | serving path |", "|---|---|---|---|---|"]  # fmt: skip
+    for b in BATCHES:
+        for p in ("fp16", "fp32"):
+            for c in ("eager", "compiled"):
+                k = f"batch{b}_cuda_{p}_{c}"
+                model, serving = r.get(f"{k}_model"), r.get(f"{k}_serving")
+                cells = [f"{v:,.0f}" if isinstance(v, float) else "failed" for v in (model, serving)]
+                lines.append(f"| {b} | {p} | {'yes' if c == 'compiled' else 'no'} | {cells[0]} | {cells[1]} |")
+        one, many = r[f"batch{b}_cpu_fp32_1threads_serving"], r[f"batch{b}_cpu_fp32_{out['host_cpus']}threads_serving"]
+        lines.append(f"| {b} | CPU fp32, 1 / {out['host_cpus']} threads | no | — | {one:,.0f} / {many:,.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for gpu-<time>.json")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no NVIDIA GPU with CUDA here: nothing to measure")
+    out = run_gpu()
+    text = table(out)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"gpu-{time.strftime('%Y%m%d%H%M%S')}.json"
+    path.write_text(json.dumps(out | {"table": text}, indent=2))
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()

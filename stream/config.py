@@ -175,6 +175,8 @@ class DeepSettings(_Strict):
     cpu_threads: int = Field(1, ge=1, le=256, description="torch threads when on CPU (and XGBoost's)")
     gpu_memory_fraction: float = Field(0.7, gt=0.0, le=1.0)
     pad_sizes: tuple[int, ...] = (64, 256, 1024)
+    fp16: bool = Field(False, description="autocast to fp16 on CUDA (CPU always runs fp32)")
+    compile: bool = Field(False, description="torch.compile the model for each padded size at start-up")
 
     @model_validator(mode="after")
     def _pads_sorted(self) -> DeepSettings:

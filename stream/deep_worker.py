@@ -44,7 +44,8 @@ class DeepWorker:
         r = self._runners.get(version)
         if r is None:
             net = self.models.get(version).net
-            r = DeviceRunner(net, self.device, self.settings.pad_sizes, self.settings.gpu_memory_fraction)
+            s = self.settings
+            r = DeviceRunner(net, self.device, s.pad_sizes, s.gpu_memory_fraction, fp16=s.fp16, compile=s.compile)
             self._runners[version] = r
         return r
 

@@ -1,12 +1,14 @@
-"""Running the deep model on a device: CUDA with fp16 autocast when there is a GPU,
-CPU fp32 otherwise — the same code. Inputs are checked for shape and finiteness
-before they reach the device, batches are padded to a few fixed sizes (so kernels
-and allocations are reused) and each size is warmed up before consuming.
+"""Running the deep model on a device: CUDA when there is a GPU, CPU otherwise — the same
+code. fp32 by default on both (the same scores as a CPU backtest; fp16 autocast is a setting,
+and bought nothing for this small model on an H200 — see the README's GPU table). Inputs are
+checked for shape and finiteness before they reach the device; on CUDA, batches are staged in
+page-locked memory, padded to a few fixed sizes (so kernels, allocations and compiled graphs
+are reused) and each size is warmed up before consuming.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import structlog
@@ -27,15 +29,38 @@ def pick_device(requested: str) -> torch.device:
 class DeviceRunner:
     """A HybridNet on a device, scoring micro-batches (padded to fixed sizes on CUDA)."""
 
-    def __init__(self, net: HybridNet, device: torch.device, pad_sizes: Sequence[int], memory_fraction: float) -> None:
+    def __init__(
+        self,
+        net: HybridNet,
+        device: torch.device,
+        pad_sizes: Sequence[int],
+        memory_fraction: float,
+        fp16: bool = False,
+        compile: bool = False,
+    ) -> None:
+        self.cuda = device.type == "cuda"
+        if self.cuda and device.index is None:  # CUDA's memory cap needs the device's index
+            device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
         self.pad_sizes = tuple(pad_sizes)
-        self.fp16 = device.type == "cuda"
-        if self.fp16:
+        self.fp16 = fp16 and self.cuda  # autocast to fp16 on CUDA; CPU always runs fp32
+        if self.cuda:
             torch.cuda.set_per_process_memory_fraction(memory_fraction, device)
         self.net = net.to(device).eval()
+        # torch.compile specialises on each padded size once (warm_up); the eager module stays for gradients.
+        self._forward: Callable[..., torch.Tensor] = torch.compile(self.net, dynamic=False) if compile else self.net
         self.n_features = net.arch.n_features
         self.n_trees = net.arch.n_trees
+        # On CUDA, rows are staged in page-locked host buffers (one set per padded size), so the copies to the
+        # device are true DMA; a buffer is reused only after the previous batch's scores came back.
+        self._staging: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        if self.cuda:
+            for n in self.pad_sizes:
+                self._staging[n] = (
+                    torch.zeros((n, self.n_features), dtype=torch.float32).pin_memory(),
+                    torch.zeros(n, dtype=torch.float32).pin_memory(),
+                    torch.zeros((n, self.n_trees), dtype=torch.int32).pin_memory(),
+                )
 
     def warm_up(self) -> None:
         """Run every padded size once, in the serving precision."""
@@ -62,14 +87,6 @@ class DeviceRunner:
         if leaves.size and (leaves.min() < 0 or leaves.max() >= 128):
             raise ValidationError("leaf index out of range")
 
-    def _pad_to(self, n: int) -> int:
-        if self.device.type != "cuda":
-            return n  # CPU kernels take any batch size alike; padding would only add work
-        for size in self.pad_sizes:
-            if n <= size:
-                return size
-        return n
-
     @torch.no_grad()
     def scores(self, x: np.ndarray, margin: np.ndarray, leaves: np.ndarray) -> np.ndarray:
         """Fraud probability per row, (n,) float32."""
@@ -79,21 +96,31 @@ class DeviceRunner:
         step = self.pad_sizes[-1]
         for start in range(0, n, step):
             stop = min(start + step, n)
-            m = stop - start
-            size = self._pad_to(m)
-            xb = np.zeros((size, self.n_features), dtype=np.float32)
-            xb[:m] = x[start:stop]
-            mb = np.zeros(size, dtype=np.float32)
-            mb[:m] = margin[start:stop]
-            lb = np.zeros((size, self.n_trees), dtype=np.int64)
-            lb[:m] = leaves[start:stop]
-            xt = torch.from_numpy(xb).to(self.device, non_blocking=True)
-            mt = torch.from_numpy(mb).to(self.device, non_blocking=True)
-            lt = torch.from_numpy(lb).to(self.device, non_blocking=True)
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.fp16):
-                logits = self.net(xt, mt, lt)
-            out[start:stop] = torch.sigmoid(logits.float())[:m].cpu().numpy()
+            logits = self.logits(*self._to_device(x[start:stop], margin[start:stop], leaves[start:stop]))
+            out[start:stop] = torch.sigmoid(logits.float())[: stop - start].cpu().numpy()
         return out
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, margin: torch.Tensor, leaves: torch.Tensor) -> torch.Tensor:
+        """The model on tensors already on the device, in the serving precision (and compiled, if set)."""
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.fp16):
+            result: torch.Tensor = self._forward(x, margin, leaves)
+        return result
+
+    def _to_device(self, x: np.ndarray, margin: np.ndarray, leaves: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """One chunk as device tensors; on CUDA padded to a fixed size (padding rows: zeros, scores dropped)."""
+        m = len(x)
+        if not self.cuda:
+            return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                    torch.from_numpy(np.ascontiguousarray(margin, dtype=np.float32)),
+                    torch.from_numpy(leaves.astype(np.int64)))  # fmt: skip
+        xs, ms, ls = self._staging[next(s for s in self.pad_sizes if m <= s)]  # chunks are cut to the largest
+        for host, rows in ((xs, x), (ms, margin), (ls, leaves)):
+            view = host.numpy()
+            view[:m] = rows
+            view[m:] = 0
+        return (xs.to(self.device, non_blocking=True), ms.to(self.device, non_blocking=True),
+                ls.to(self.device, non_blocking=True).long())  # fmt: skip
 
     def gradient_x_input(self, x: np.ndarray, margin: np.ndarray, leaves: np.ndarray) -> np.ndarray:
         """Reason codes for the torch model: d logit / d z × z on the standardized input, (n, F)."""
