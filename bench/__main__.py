@@ -211,98 +211,125 @@ class DecisionReader(threading.Thread):
         self.latencies: list[float] = []
         self.received: list[float] = []
         self.routes: list[str] = []
+        # Where each decision's time went: produced → decided (`decided_at`: in-stage features done),
+        # decided → its record created (scoring, encoding), created → visible to this reader.
+        self.parts: list[tuple[float, float, float]] = []
         self.stop = threading.Event()
+        self.lock = threading.Lock()
         self.codec = Codec()
+
+    def reset(self) -> None:
+        """Forget what was read so far (the warm-up), keeping the series aligned."""
+        with self.lock:
+            for series in (self.latencies, self.received, self.routes, self.parts):
+                series.clear()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            # A short timeout: consume(num, timeout) holds what it has until num or the timeout.
-            for m in self.consumer.consume(1000, 0.002):
+            # consume(num, timeout) returns only once it has num records or the timeout is over, which
+            # would add up to the timeout to every figure: wait for one record (it returns on arrival),
+            # then take what else is already queued without waiting.
+            msgs = self.consumer.consume(1, 0.1)
+            if msgs:
+                msgs += self.consumer.consume(1000, 0.0)
+            for m in msgs:
                 if m.error() is not None:
                     continue
                 now_ms = time.time() * 1000
                 d = self.codec.decode("Decision", m.value())
                 produced_ms = d["decided_at"] - d["latency_ms"]
-                self.latencies.append(now_ms - produced_ms)
-                self.received.append(now_ms)
-                self.routes.append(d["route"])
+                created_ms = m.timestamp()[1]
+                with self.lock:
+                    self.latencies.append(now_ms - produced_ms)
+                    self.received.append(now_ms)
+                    self.routes.append(d["route"])
+                    self.parts.append((d["latency_ms"], created_ms - d["decided_at"], now_ms - created_ms))
         self.consumer.close()
 
 
 def pipeline(b: Bench, out: dict[str, Any], loads: list[int], seconds: float, modes: list[str]) -> None:
     for processing in modes:
-        short = "eos" if processing == "exactly_once" else "alos"
-        # Max sustained: a pre-filled topic through both stages.
-        tag = f"pmax{short}"
-        env = b.env(tag, processing)
-        s = b.settings(env)
-        b.prefill(s, s.kafka.topics.transactions)
-        reader = DecisionReader(s)
-        reader.start()
-        t0 = time.time() * 1000
-        procs = [b.service("score", env, tag, "--exit-when-idle", "5"), b.service("deep", env, tag, "--exit-when-idle", "5")]
-        for p in procs:
-            p.wait(600)
-        reader.stop.set()
-        reader.join()
-        rss = {k: b.stopped(k, tag)["peak_rss_mb"] for k in ("score", "deep")}
-        n = len(reader.received)
-        span = (max(reader.received) - min(reader.received)) / 1000 if n > 1 else float("nan")
-        out[f"pipeline_max_{processing}"] = {"decisions": n, "seconds": span, "per_s": n / span, "peak_rss_mb": rss,
-                                             "startup_s": (min(reader.received) - t0) / 1000 if n else None}  # fmt: skip
-        print(f"pipeline max ({processing}): {n / span:,.0f} decisions/s; RSS {rss}", flush=True)
-
+        pipeline_max(b, out, processing)
         for load in loads:
-            tag = f"p{load}{short}"
-            env = b.env(tag, processing)
-            s = b.settings(env)
-            procs = [b.service("score", env, tag), b.service("deep", env, tag)]
-            for kind in ("score", "deep"):
-                _wait_log(b.logs / f"{tag}-{kind}.log", "partitions_assigned")
-            time.sleep(1.5)  # the scorer sees the deep worker's heartbeat
-            reader = DecisionReader(s)
-            reader.start()
-            # Warm-up: one second of traffic at the same rate, decided and then left out of the
-            # figures (first transactions, first partitions of each transaction, caches).
-            warm = int(load)
-            count = min(int(load * seconds), len(b.events) - warm)
-            # One producer for warm-up and measurement: a new idempotent producer holds its
-            # first records until it has a producer id, which is the load generator's cost.
-            feed = Producer(s.kafka.producer_config(None, client_id="bench-feed"))
-            produce_stream(s.kafka, b.events[:warm], float(load), producer=feed)
-            deadline = time.monotonic() + 30
-            while len(reader.latencies) < warm and time.monotonic() < deadline:
-                time.sleep(0.05)
-            reader.latencies.clear()
-            reader.received.clear()
-            reader.routes.clear()
-            produce_stream(s.kafka, b.events[warm : warm + count], float(load), producer=feed)
-            # Sustained: everything decided within 2 s of the last send (no growing queue).
-            sustained_by = time.monotonic() + 2.0
-            deadline = time.monotonic() + 30
-            while len(reader.latencies) < count and time.monotonic() < deadline:
-                time.sleep(0.05)
-            sustained = len(reader.latencies) >= count and time.monotonic() <= sustained_by
-            reader.stop.set()
-            reader.join()
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(60)
-            lat = np.array(reader.latencies)
-            series = {"latency_ms": reader.latencies, "received_ms": reader.received, "route": reader.routes}
-            (b.logs / f"{tag}-latency.json").write_text(json.dumps(series))
-            res: dict[str, Any] = {"offered_per_s": load, "sent": count, "decided": len(lat), "sustained": sustained,
-                   "warm_up_records_excluded": warm}  # fmt: skip
-            if len(lat):
-                res |= {f"p{q}": float(np.percentile(lat, q)) for q in (50, 99, 99.9)}
-                # Where the tail comes from: decided in stage 1, or through the buffer and stage 2.
-                routes = np.array(reader.routes[: len(lat)])
-                for name in sorted(set(routes.tolist())):
-                    res[f"p99_{name}"] = float(np.percentile(lat[routes == name], 99))
-            out[f"latency_{processing}_{load}"] = res
-            print(f"latency {processing} @ {load}/s: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                                                                      for k, v in res.items()), flush=True)  # fmt: skip
+            latency(b, out, processing, load, seconds)
+
+
+def pipeline_max(b: Bench, out: dict[str, Any], processing: str) -> None:
+    """Max sustained: a pre-filled topic through both stages."""
+    short = "eos" if processing == "exactly_once" else "alos"
+    tag = f"pmax{short}"
+    env = b.env(tag, processing)
+    s = b.settings(env)
+    b.prefill(s, s.kafka.topics.transactions)
+    reader = DecisionReader(s)
+    reader.start()
+    t0 = time.time() * 1000
+    procs = [b.service("score", env, tag, "--exit-when-idle", "5"), b.service("deep", env, tag, "--exit-when-idle", "5")]
+    for p in procs:
+        p.wait(600)
+    reader.stop.set()
+    reader.join()
+    rss = {k: b.stopped(k, tag)["peak_rss_mb"] for k in ("score", "deep")}
+    n = len(reader.received)
+    span = (max(reader.received) - min(reader.received)) / 1000 if n > 1 else float("nan")
+    out[f"pipeline_max_{processing}"] = {"decisions": n, "seconds": span, "per_s": n / span, "peak_rss_mb": rss,
+                                         "startup_s": (min(reader.received) - t0) / 1000 if n else None}  # fmt: skip
+    print(f"pipeline max ({processing}): {n / span:,.0f} decisions/s; RSS {rss}", flush=True)
+
+
+def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: float) -> None:
+    """End-to-end latency at a fixed offered load, both stages running."""
+    short = "eos" if processing == "exactly_once" else "alos"
+    tag = f"p{load}{short}"
+    env = b.env(tag, processing)
+    s = b.settings(env)
+    procs = [b.service("score", env, tag), b.service("deep", env, tag)]
+    for kind in ("score", "deep"):
+        _wait_log(b.logs / f"{tag}-{kind}.log", "partitions_assigned")
+    time.sleep(1.5)  # the scorer sees the deep worker's heartbeat
+    reader = DecisionReader(s)
+    reader.start()
+    # Warm-up: one second of traffic at the same rate, decided and then left out of the
+    # figures (first transactions, first partitions of each transaction, caches).
+    warm = int(load)
+    count = min(int(load * seconds), len(b.events) - warm)
+    # One producer for warm-up and measurement: a new idempotent producer holds its
+    # first records until it has a producer id, which is the load generator's cost.
+    feed = Producer(s.kafka.producer_config(None, client_id="bench-feed"))
+    produce_stream(s.kafka, b.events[:warm], float(load), producer=feed)
+    deadline = time.monotonic() + 30
+    while len(reader.latencies) < warm and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reader.reset()
+    produce_stream(s.kafka, b.events[warm : warm + count], float(load), producer=feed)
+    # Sustained: everything decided within 2 s of the last send (no growing queue).
+    sustained_by = time.monotonic() + 2.0
+    deadline = time.monotonic() + 30
+    while len(reader.latencies) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sustained = len(reader.latencies) >= count and time.monotonic() <= sustained_by
+    reader.stop.set()
+    reader.join()
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(60)
+    lat = np.array(reader.latencies)
+    series = {"latency_ms": reader.latencies, "received_ms": reader.received, "route": reader.routes,
+              "to_decided_ms": [p[0] for p in reader.parts], "to_created_ms": [p[1] for p in reader.parts],
+              "to_visible_ms": [p[2] for p in reader.parts]}  # fmt: skip
+    (b.logs / f"{tag}-latency.json").write_text(json.dumps(series))
+    res: dict[str, Any] = {"offered_per_s": load, "sent": count, "decided": len(lat), "sustained": sustained,
+           "warm_up_records_excluded": warm}  # fmt: skip
+    if len(lat):
+        res |= {f"p{q}": float(np.percentile(lat, q)) for q in (50, 99, 99.9)}
+        # Where the tail comes from: decided in stage 1, or through the buffer and stage 2.
+        routes = np.array(reader.routes[: len(lat)])
+        for name in sorted(set(routes.tolist())):
+            res[f"p99_{name}"] = float(np.percentile(lat[routes == name], 99))
+    out[f"latency_{processing}_{load}"] = res
+    print(f"latency {processing} @ {load}/s: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                                              for k, v in res.items()), flush=True)  # fmt: skip
 
 
 def gpu(out: dict[str, Any]) -> None:

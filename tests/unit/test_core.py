@@ -52,25 +52,38 @@ class FakeTopic:
     """Records arrive in bursts, one burst per consume call; consume returns at most n."""
 
     def __init__(self, clock: FakeClock, bursts: list[list[int]]) -> None:
-        self.clock, self.bursts, self.ready, self.asked = clock, bursts, [], []
+        self.clock, self.bursts, self.ready, self.asked, self.slept = clock, bursts, [], [], []
 
     def consume(self, n: int, timeout: float) -> list[int]:
-        self.asked.append(n)
-        self.clock.advance(0.004)
+        self.asked.append((n, timeout))
+        self.clock.advance(0.0001)
         if self.bursts:
             self.ready.extend(self.bursts.pop(0))
         got, self.ready = self.ready[:n], self.ready[n:]
         return got
 
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.clock.advance(seconds)
+
 
 def test_micro_batch_stops_at_rows_or_wait() -> None:
     clock = FakeClock()
     topic = FakeTopic(clock, [[1, 2], [3], [4, 5, 6]])
-    assert collect(topic.consume, max_rows=3, max_wait_s=1.0, clock=clock) == [1, 2, 3]
-    assert topic.asked[0] == 1  # the first record is asked for alone: it returns on arrival
-    topic = FakeTopic(clock, [[1], [], [], [], [2]])
-    assert collect(topic.consume, max_rows=100, max_wait_s=0.01, clock=clock) == [1]  # deadline hit after 3 polls
-    assert collect(FakeTopic(clock, []).consume, max_rows=10, max_wait_s=0.01, clock=clock) == []
+    assert collect(topic.consume, max_rows=3, max_wait_s=1.0, clock=clock, sleep=topic.sleep) == [1, 2, 3]
+    assert topic.asked[0] == (1, 0.2)  # the first record is asked for alone: it returns on arrival
+    assert all(timeout == 0.0 for _, timeout in topic.asked[1:])  # the rest is taken without waiting in consume
+    assert topic.slept == []  # the take after the first record filled the batch
+
+    topic = FakeTopic(clock, [[1], [], [2]])
+    got = collect(topic.consume, max_rows=100, max_wait_s=0.01, clock=clock, sleep=topic.sleep)
+    assert got == [1, 2]  # what arrived during the wait is taken once the wait is over
+    assert sum(topic.slept) == pytest.approx(0.01 - 0.0001)  # never held past max_wait after the first record
+
+    topic = FakeTopic(clock, [[1, 2, 3, 4, 5]])
+    assert collect(topic.consume, max_rows=3, max_wait_s=1.0, clock=clock, sleep=topic.sleep) == [1, 2, 3]
+    assert topic.slept == []  # a full batch is there: no wait at all
+    assert collect(FakeTopic(clock, []).consume, max_rows=10, max_wait_s=0.01, clock=clock, sleep=topic.sleep) == []
 
 
 def test_metrics_on_hand_computed_cases() -> None:
