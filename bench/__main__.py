@@ -269,7 +269,7 @@ def pipeline(b: Bench, out: dict[str, Any], loads: list[int], seconds: float, mo
         pipeline_max(b, out, processing)
         # One untimed round first: the broker compiles its transactional and small-fetch paths
         # only once traffic of this shape runs (in every series the first round was the slowest).
-        latency(b, {}, processing, loads[0], 4.0, tag="warm")
+        latency(b, {}, processing, loads[0], 4.0, warm_up=True)
         for load in loads:
             latency(b, out, processing, load, seconds)
 
@@ -297,10 +297,10 @@ def pipeline_max(b: Bench, out: dict[str, Any], processing: str) -> None:
     print(f"pipeline max ({processing}): {n / span:,.0f} decisions/s; RSS {rss}", flush=True)
 
 
-def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: float, tag: str = "") -> None:
-    """End-to-end latency at a fixed offered load, both stages running."""
+def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: float, warm_up: bool = False) -> None:
+    """End-to-end latency at a fixed offered load, both stages running (warm_up: print, do not count)."""
     short = "eos" if processing == "exactly_once" else "alos"
-    tag = f"p{load}{short}{tag}"
+    tag = f"p{load}{short}{'warm' if warm_up else ''}"
     env = b.env(tag, processing)
     s = b.settings(env)
     procs = [b.service("score", env, tag), b.service("deep", env, tag)]
@@ -348,9 +348,10 @@ def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: 
         routes = np.array(reader.routes[: len(lat)])
         for name in sorted(set(routes.tolist())):
             res[f"p99_{name}"] = float(np.percentile(lat[routes == name], 99))
-    out[f"latency_{processing}_{load}"] = res
+    if not warm_up:
+        out[f"latency_{processing}_{load}"] = res
     figures = ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
-    print(f"{'untimed warm-up round, not counted: ' if tag else ''}latency {processing} @ {load}/s: {figures}", flush=True)
+    print(f"{'untimed warm-up round, not counted: ' if warm_up else ''}latency {processing} @ {load}/s: {figures}", flush=True)
 
 
 def gpu(out: dict[str, Any]) -> None:
