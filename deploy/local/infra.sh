@@ -9,6 +9,7 @@
 #   FRAUDSTREAM_KAFKA_PORT  broker client port                    (default: 9092)
 #   FRAUDSTREAM_REDIS_PORT  redis port                            (default: 6379)
 #   FRAUDSTREAM_KAFKA_LIB   folder of Kafka jars                  (default: <repo>/.cache/kafka-lib)
+#   FRAUDSTREAM_KAFKA_GC    the broker JVM's garbage-collector flags (default: G1 as Kafka's start script sets it)
 #   PYTHON                  interpreter with confluent-kafka for the readiness check
 # `up` is idempotent: services already running from this run folder are left alone.
 set -euo pipefail
@@ -20,6 +21,7 @@ kafka_port=${FRAUDSTREAM_KAFKA_PORT:-9092}
 controller_port=${FRAUDSTREAM_KAFKA_CONTROLLER_PORT:-$((kafka_port + 1))}
 redis_port=${FRAUDSTREAM_REDIS_PORT:-6379}
 kafka_lib=${FRAUDSTREAM_KAFKA_LIB:-$repo/.cache/kafka-lib}
+kafka_gc=${FRAUDSTREAM_KAFKA_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent}
 python=${PYTHON:-$repo/.venv/bin/python}
 [ -x "$python" ] || python=python3
 
@@ -133,10 +135,10 @@ start_kafka() {
   java -cp "$kafka_lib/*" -Dlog4j2.configurationFile="$run_dir/kafka/log4j2.properties" kafka.tools.StorageTool \
     format -t "$cluster_id" -c "$run_dir/kafka/server.properties" --standalone >"$run_dir/kafka/format.log" 2>&1 \
     || { cat "$run_dir/kafka/format.log" >&2; die "kafka storage format failed"; }
-  # The G1 settings of Kafka's own start script (kafka-run-class.sh): without a pause goal G1 grows
-  # the young generation until its pauses reach 30 ms, and each one shows in the pipeline's p99.
-  nohup java -Xms1g -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
-    -XX:+ExplicitGCInvokesConcurrent -Xlog:gc:file="$run_dir/kafka/gc.log":time,uptime -cp "$kafka_lib/*" \
+  # $kafka_gc defaults to the G1 settings of Kafka's own start script (kafka-run-class.sh): without a
+  # pause goal G1 grows the young generation until its pauses reach 30 ms, each one in the pipeline's p99.
+  # shellcheck disable=SC2086 # the GC flags are several words
+  nohup java -Xms1g -Xmx1g $kafka_gc -Xlog:gc:file="$run_dir/kafka/gc.log":time,uptime -cp "$kafka_lib/*" \
     -Dlog4j2.configurationFile="$run_dir/kafka/log4j2.properties" \
     kafka.Kafka "$run_dir/kafka/server.properties" >"$run_dir/kafka/stdout.log" 2>&1 &
   echo $! >"$pidf"
