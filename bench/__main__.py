@@ -36,6 +36,7 @@ from stream.checkpoint import produce
 from stream.codec import Codec
 from stream.config import Settings, load_settings
 from stream.featurestore import RedisFeatureStore
+from stream.feed import Pacer
 from stream.topics import ensure_topics, pipeline_topics
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -119,15 +120,10 @@ class Bench:
         an upstream system on its own host would), so the generator's CPU on the shared cores
         is what producing costs, not encoding."""
         keys = [e["customer_id"].encode() for e in self.events[start : start + count]]
-        step = max(1, int(rate // 1000))
-        begun = time.monotonic()
+        pacer = Pacer(producer, rate)
         for i, (key, value) in enumerate(zip(keys, self.values[start : start + count], strict=True)):
             produce(producer, topic, value, key)
-            if i % step == step - 1:
-                ahead = (i + 1) / rate - (time.monotonic() - begun)
-                if ahead > 0:
-                    time.sleep(ahead)
-                producer.poll(0)
+            pacer.sent(i)
         producer.flush(30)
 
     def service(self, kind: str, env: dict[str, str], tag: str, *extra: str) -> subprocess.Popen[bytes]:

@@ -14,6 +14,26 @@ from stream.config import KafkaSettings
 from stream.registry_client import codec_for
 
 
+class Pacer:
+    """Holds a producer to `rate` records per second (0 = as fast as possible), checked about
+    every millisecond; at each check it also serves the producer's delivery reports."""
+
+    def __init__(self, producer: Producer, rate: float) -> None:
+        self.producer, self.rate = producer, rate
+        self.step = max(1, int(rate // 1000))
+        self.start = time.monotonic()
+
+    def sent(self, i: int) -> bool:
+        """Record i (from 0) was produced; True where that was a check."""
+        if self.rate <= 0 or i % self.step != self.step - 1:
+            return False
+        ahead = (i + 1) / self.rate - (time.monotonic() - self.start)
+        if ahead > 0:
+            time.sleep(ahead)
+        self.producer.poll(0)
+        return True
+
+
 def produce_stream(
     kafka: KafkaSettings,
     events: Sequence[Mapping[str, Any]],
@@ -35,12 +55,11 @@ def produce_stream(
     # Connect and fetch metadata first: records are timestamped when produce() is called,
     # so a cold producer would charge its own start-up to the pipeline's latency.
     producer.list_topics(topics.transactions, timeout=10)
-    step = max(1, int(rate // 1000))
     wanted = {"transaction_id", "event_time", "customer_id", "terminal_id", "amount", "currency", "channel", "mcc",
               "device_id", "ip", "latitude", "longitude", "country"}  # fmt: skip
     label_fields = {"transaction_id", "customer_id", "terminal_id", "is_fraud", "label_time", "event_time", "source"}
     li = sent_labels = 0
-    start = time.monotonic()
+    pacer = Pacer(producer, rate)
     for i, ev in enumerate(events):
         if stop():
             break
@@ -51,13 +70,8 @@ def produce_stream(
             produce(producer, topics.labels, codec.encode("Label", lab), lab["transaction_id"].encode())
             li += 1
             sent_labels += 1
-        if rate > 0 and i % step == step - 1:
-            ahead = (i + 1) / rate - (time.monotonic() - start)
-            if ahead > 0:
-                time.sleep(ahead)
-            producer.poll(0)
-            if on_progress is not None and i % 50 == 49:
-                on_progress(i + 1)
+        if pacer.sent(i) and on_progress is not None and i % 50 == 49:
+            on_progress(i + 1)
     producer.flush(30)
     if on_progress is not None:
         on_progress(len(events))
