@@ -265,15 +265,18 @@ def pipeline(b: Bench, out: dict[str, Any], loads: list[int], seconds: float, mo
         pipeline_max(b, out, processing)
         # One untimed round first: the broker compiles its transactional and small-fetch paths
         # only once traffic of this shape runs (in every series the first round was the slowest).
-        latency(b, {}, processing, loads[0], 4.0, warm_up=True)
+        latency(b, out, processing, loads[0], 4.0, warm_up=True)
         for load in loads:
             latency(b, out, processing, load, seconds)
 
 
+def _short(processing: str) -> str:
+    return "eos" if processing == "exactly_once" else "alos"
+
+
 def pipeline_max(b: Bench, out: dict[str, Any], processing: str) -> None:
     """Max sustained: a pre-filled topic through both stages."""
-    short = "eos" if processing == "exactly_once" else "alos"
-    tag = f"pmax{short}"
+    tag = f"pmax{_short(processing)}"
     env = b.env(tag, processing)
     s = b.settings(env)
     b.prefill(s, s.kafka.topics.transactions)
@@ -295,8 +298,7 @@ def pipeline_max(b: Bench, out: dict[str, Any], processing: str) -> None:
 
 def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: float, warm_up: bool = False) -> None:
     """End-to-end latency at a fixed offered load, both stages running (warm_up: print, do not count)."""
-    short = "eos" if processing == "exactly_once" else "alos"
-    tag = f"p{load}{short}{'warm' if warm_up else ''}"
+    tag = f"p{load}{_short(processing)}{'warm' if warm_up else ''}"
     env = b.env(tag, processing)
     s = b.settings(env)
     procs = [b.service("score", env, tag), b.service("deep", env, tag)]

@@ -23,15 +23,14 @@ class Pacer:
         self.step = max(1, int(rate // 1000))
         self.start = time.monotonic()
 
-    def sent(self, i: int) -> bool:
-        """Record i (from 0) was produced; True where that was a check."""
+    def sent(self, i: int) -> None:
+        """Record i (from 0) was produced: wait if the stream is ahead of its rate."""
         if self.rate <= 0 or i % self.step != self.step - 1:
-            return False
+            return
         ahead = (i + 1) / self.rate - (time.monotonic() - self.start)
         if ahead > 0:
             time.sleep(ahead)
         self.producer.poll(0)
-        return True
 
 
 def produce_stream(
@@ -70,7 +69,8 @@ def produce_stream(
             produce(producer, topics.labels, codec.encode("Label", lab), lab["transaction_id"].encode())
             li += 1
             sent_labels += 1
-        if pacer.sent(i) and on_progress is not None and i % 50 == 49:
+        pacer.sent(i)
+        if on_progress is not None and i % 50 == 49:
             on_progress(i + 1)
     producer.flush(30)
     if on_progress is not None:

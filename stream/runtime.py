@@ -15,6 +15,7 @@ import structlog
 import torch
 
 from models.deep import HybridNet
+from models.xgb import LEAF_SLOTS
 from stream.errors import ValidationError
 
 log = structlog.get_logger("fraudstream.runtime")
@@ -84,7 +85,7 @@ class DeviceRunner:
             raise ValidationError("margin is not finite")
         if np.isinf(x).any():
             raise ValidationError("features contain inf")  # NaN means missing and is allowed
-        if leaves.size and (leaves.min() < 0 or leaves.max() >= 128):
+        if leaves.size and (leaves.min() < 0 or leaves.max() >= LEAF_SLOTS):
             raise ValidationError("leaf index out of range")
 
     @torch.no_grad()
