@@ -18,6 +18,7 @@ import xgboost as xgb
 
 from models.errors import ArtifactError
 from models.features import FEATURE_NAMES, FEATURE_SET_VERSION
+from models.xgb import Forest
 
 if TYPE_CHECKING:
     from models.deep import HybridNet
@@ -68,6 +69,8 @@ class ModelBundle:
     mlp_only: HybridNet | None
     thresholds: Thresholds
     manifest: dict[str, Any]
+    # The same trees for micro-batches (bit-identical scores); None when not applicable.
+    forest: Forest | None = None
 
     @property
     def net(self) -> HybridNet:
@@ -187,6 +190,7 @@ def load_bundle(path: Path, deep: bool = True) -> ModelBundle:
         mlp_only=mlp,
         thresholds=Thresholds.from_dict(manifest.get("thresholds", {})),
         manifest=manifest,
+        forest=Forest.build(booster, len(FEATURE_NAMES)),
     )
 
 

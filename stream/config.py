@@ -130,14 +130,45 @@ class RedisSettings(_Strict):
     socket_timeout_s: float = Field(1.0, gt=0)
 
 
+# A stage's batch wait when none is configured: in exactly-once every batch is a Kafka
+# transaction, and a short wait gathers more records per commit; in at-least-once a batch
+# costs only its own work, so taking what is queued (no wait) gives the lowest latency and
+# the batches still grow with the load.
+EXACTLY_ONCE_WAIT_MS = 2
+
+
 class BatchSettings(_Strict):
+    """Micro-batch bounds: at most max_rows records, at most max_wait_ms after the first one.
+
+    Each stage has its own subclass so that setting one field (say, from the environment)
+    keeps that stage's default for the other rather than this class's.
+    """
+
     max_rows: int = Field(500, ge=1, le=100_000)
-    max_wait_ms: int = Field(20, ge=0, le=60_000)
+    max_wait_ms: int | None = Field(None, ge=0, le=60_000, description="none: 2 exactly-once, 0 at-least-once")
+
+    def wait_s(self, exactly_once: bool) -> float:
+        if self.max_wait_ms is not None:
+            return self.max_wait_ms / 1000
+        return EXACTLY_ONCE_WAIT_MS / 1000 if exactly_once else 0.0
+
+
+class ScorerBatch(BatchSettings):
+    pass
+
+
+class DeepBatch(BatchSettings):
+    max_rows: int = Field(256, ge=1, le=100_000)
+
+
+class LabelBatch(BatchSettings):
+    max_rows: int = Field(1000, ge=1, le=100_000)
+    max_wait_ms: int | None = Field(100, ge=0, le=60_000)
 
 
 class ScorerSettings(_Strict):
     group_id: str = "fraudstream-scorer"
-    batch: BatchSettings = BatchSettings(max_rows=500, max_wait_ms=2)
+    batch: ScorerBatch = ScorerBatch()
     transactional_id_prefix: str = "fraudstream-scorer"
     threads: int = Field(1, ge=1, le=256, description="XGBoost threads; more pay only with cores to spare")
     max_record_bytes: int = Field(65_536, ge=256, description="larger transaction records go to the DLQ")
@@ -169,7 +200,7 @@ class FallbackSettings(_Strict):
 
 class DeepSettings(_Strict):
     group_id: str = "fraudstream-deep"
-    batch: BatchSettings = BatchSettings(max_rows=256, max_wait_ms=2)
+    batch: DeepBatch = DeepBatch()
     transactional_id_prefix: str = "fraudstream-deep"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpu_threads: int = Field(1, ge=1, le=256, description="torch threads when on CPU (and XGBoost's)")
@@ -187,7 +218,7 @@ class DeepSettings(_Strict):
 
 class LabelSettings(_Strict):
     group_id: str = "fraudstream-labels"
-    batch: BatchSettings = BatchSettings(max_rows=1000, max_wait_ms=100)
+    batch: LabelBatch = LabelBatch()
 
 
 class ModelSettings(_Strict):

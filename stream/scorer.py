@@ -52,6 +52,15 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """XGBoost's view of a batch: margins, probabilities, leaves when they came for free."""
+
+    margin: np.ndarray
+    p: np.ndarray
+    leaves: np.ndarray | None
+
+
 @dataclass
 class ScorerStats:
     level: Level = Level.NORMAL
@@ -174,13 +183,17 @@ class Scorer:
         self.stats.features_ms = (self.clock() - t) * 1000
         return result.features, result.repeats
 
-    def _xgboost(self, bundle: ModelBundle | None, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
-        """(margin, probability), or None when XGBoost cannot be used for this batch."""
+    def _xgboost(self, bundle: ModelBundle | None, x: np.ndarray | None) -> Scored | None:
+        """Margins, probabilities and (small batches) leaves, or None when XGBoost cannot be used."""
         if bundle is None or x is None or not self.xgb_breaker.allow():
             return None
         t = self.clock()
+        leaves = None
         try:
-            margin = xgbm.margins(bundle.booster, x)
+            if bundle.forest is not None and len(x) <= xgbm.FOREST_MAX_ROWS:
+                margin, leaves = bundle.forest.predict(x)
+            else:
+                margin = xgbm.margins(bundle.booster, x)
         except (ValueError, RuntimeError, XGBoostError) as exc:
             self.xgb_breaker.failure()
             log.error("xgboost_failed", error=str(exc), breaker=self.xgb_breaker.state.value)
@@ -192,7 +205,7 @@ class Scorer:
             log.warning("xgboost_over_deadline", ms=round(elapsed_ms, 1), breaker=self.xgb_breaker.state.value)
         else:
             self.xgb_breaker.success()
-        return margin, xgbm.sigmoid(margin)
+        return Scored(margin, xgbm.sigmoid(margin), leaves)
 
     def score(self, decoded: Sequence[Decoded], raws: dict[tuple[int | None, int | None], bytes | None]) -> list[Record]:
         """Score decoded transactions: per A/B arm, its model version and thresholds; outputs in input order."""
@@ -228,13 +241,13 @@ class Scorer:
         bundle: ModelBundle,
         rows: np.ndarray,
         x_all: np.ndarray,
-        scored: tuple[np.ndarray, np.ndarray],
+        scored: Scored,
         decoded: Sequence[Decoded],
         decided_at: int,
         by_row: dict[int, Record],
     ) -> Level:
         """Route one arm's rows with its thresholds: clear cases decided here, the band to the buffer."""
-        margin, p = scored
+        margin, p = scored.margin, scored.p
         x = x_all[rows]
         th = bundle.thresholds
         routes = route(p, np.full(len(p), th.approve_below, np.float32), np.full(len(p), th.block_above, np.float32))
@@ -250,7 +263,7 @@ class Scorer:
             contrib = xgbm.contributions(bundle.booster, x[flagged])[:, :-1]
             reasons = dict(zip(flagged.tolist(), top_reasons(contrib, x[flagged], FEATURE_NAMES), strict=True))
         ambiguous = np.flatnonzero(routes == AMBIGUOUS)
-        leaves = xgbm.leaves(bundle.booster, x[ambiguous])
+        leaves = scored.leaves[ambiguous] if scored.leaves is not None else xgbm.leaves(bundle.booster, x[ambiguous])
         leaf_row = {int(j): n for n, j in enumerate(ambiguous)}
         for j, i in enumerate(rows.tolist()):
             ev, d = decoded[i].value, decoded[i]

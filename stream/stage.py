@@ -104,6 +104,7 @@ class StageLoop:
         self.name = name
         self.topic = topic
         self.batch = batch
+        self.wait_s = batch.wait_s(kafka.exactly_once)
         self.process = process
         self.clock = clock
         self.stats = StageStats()
@@ -145,7 +146,7 @@ class StageLoop:
                 self.metrics.last_loop = time.monotonic()
                 if self.tick is not None:
                     self.tick()
-                msgs = collect(self._consume, self.batch.max_rows, self.batch.max_wait_ms / 1000, self.clock)
+                msgs = collect(self._consume, self.batch.max_rows, self.wait_s, self.clock)
                 if not msgs:
                     self._settle(0.0)
                     if max_idle_s is not None and self.clock() - last_data > max_idle_s:

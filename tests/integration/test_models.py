@@ -44,6 +44,18 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_bundle(tmp_path_factory.mktemp("art") / "v1", r.booster, r.deep, r.mlp_only, r.thresholds, {})
 
 
+def test_loaded_model_scores_micro_batches_through_its_forest_exactly(saved: Path) -> None:
+    bundle = load_bundle(saved, deep=False)
+    assert bundle.forest is not None
+    sim = simulate(SMALL)
+    x = compute_features(sim.transactions.iloc[-3000:], sim.labels.iloc[:0], 7)
+    whole, leaves = xgbm.margins(bundle.booster, x), xgbm.leaves(bundle.booster, x)
+    for start in range(0, len(x) - xgbm.FOREST_MAX_ROWS, 97):
+        m, lv = bundle.forest.predict(x[start : start + 1 + start % xgbm.FOREST_MAX_ROWS])
+        np.testing.assert_array_equal(m, whole[start : start + len(m)])
+        np.testing.assert_array_equal(lv, leaves[start : start + len(m)])
+
+
 def test_artifacts_load_without_pickle_and_reject_damage(saved: Path, tmp_path: Path) -> None:
     bundle = load_bundle(saved)
     assert bundle.version == "v1"

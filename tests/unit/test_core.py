@@ -85,6 +85,20 @@ def test_micro_batch_stops_at_rows_or_wait() -> None:
     assert topic.slept == []  # a full batch is there: no wait at all
     assert collect(FakeTopic(clock, []).consume, max_rows=10, max_wait_s=0.01, clock=clock, sleep=topic.sleep) == []
 
+    topic = FakeTopic(clock, [[1], [2, 3], [4]])
+    assert collect(topic.consume, max_rows=10, max_wait_s=0.0, clock=clock, sleep=topic.sleep) == [1, 2, 3]
+    assert topic.slept == [] and len(topic.asked) == 2  # no wait: the first record, then one take of what is queued
+
+
+def test_batch_settings_keep_each_stage_defaults() -> None:
+    s = load_settings(environ={"FRAUDSTREAM_DEEP__BATCH__MAX_WAIT_MS": "5", "FRAUDSTREAM_LABELS__BATCH__MAX_ROWS": "10"})
+    assert (s.deep.batch.max_rows, s.deep.batch.max_wait_ms) == (256, 5)  # not the generic 500
+    assert (s.labels.batch.max_rows, s.labels.batch.max_wait_ms) == (10, 100)
+    assert s.scorer.batch.max_rows == 500
+    # No wait configured: a short one per transaction exactly-once, none at-least-once.
+    assert (s.scorer.batch.wait_s(True), s.scorer.batch.wait_s(False)) == (0.002, 0.0)
+    assert (s.deep.batch.wait_s(True), s.deep.batch.wait_s(False)) == (0.005, 0.005)
+
 
 def test_metrics_on_hand_computed_cases() -> None:
     y = np.array([0, 0, 1, 1], dtype=bool)
