@@ -65,13 +65,17 @@ def _view(counts: Counter[tuple[str, str]], lat: list[float], sent: int, started
     return t
 
 
-def _wait_for_assignment(logs: list[Path], procs: list[subprocess.Popen[bytes]], timeout_s: float = 90.0) -> None:
-    """Start traffic only once every stage owns partitions, so the demo measures steady state."""
+def _wait_until_ready(score_log: Path, deep_log: Path, procs: list[subprocess.Popen[bytes]], timeout_s: float = 90.0) -> None:
+    """Start traffic only once every stage owns partitions and the scorer sees the deep worker
+    (it starts first, finds no heartbeat and says deep_stage_down until the worker's first one),
+    so the demo shows steady state rather than the start-up fallback."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
             return  # a service died: the summary shows its exit code
-        if all(f.exists() and "partitions_assigned" in f.read_text() for f in logs):
+        logs = [f.read_text() if f.exists() else "" for f in (score_log, deep_log)]
+        assigned = all("partitions_assigned" in text for text in logs)
+        if assigned and logs[0].count("deep_stage_down") <= logs[0].count("deep_stage_back"):
             return
         time.sleep(0.25)
 
@@ -111,8 +115,8 @@ def run_demo(settings: Settings, config: Path | None, rate: float, seconds: floa
     for kind in ("score", "deep", "labels"):
         with open(logs / f"{kind}.log", "wb") as log:
             procs.append(subprocess.Popen([sys.executable, "-m", "stream", kind], env=env, stdout=log, stderr=log))  # noqa: S603
-    with console.status("waiting for the services to join their consumer groups"):
-        _wait_for_assignment([logs / f"{k}.log" for k in ("score", "deep")], procs)
+    with console.status("waiting for the services to join their groups and the scorer to see the deep worker"):
+        _wait_until_ready(logs / "score.log", logs / "deep.log", procs)
     console.print(f"services started (logs in {logs}/); model {version}; streaming {len(live):,} transactions at {rate:.0f}/s")
 
     events = to_events(live)
