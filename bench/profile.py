@@ -1,0 +1,134 @@
+"""Where stage 1's time goes, without Kafka: `Scorer.process` over the bench's transactions
+at several batch sizes, against the local Redis (`make up`) and the demo model.
+
+    python -m bench.profile [--sizes 1 4 12 50 500] [--records 20000]
+
+For each size: wall time per batch and per transaction (no profiler attached), then the
+same batches under cProfile, split by where the time was spent. cProfile adds a cost per
+Python call, so the split over-weights Python-heavy parts (the feature engine, Avro in
+Python) against time spent in C or waiting on Redis; it shows where to look, the wall
+times show what it costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import time
+from typing import Any
+
+import redis
+
+from bench.__main__ import Bench
+from models.features import FeatureEngine
+from stream.codec import Codec
+from stream.config import load_settings
+from stream.featurestore import RedisFeatureStore
+from stream.registry import ModelRegistry
+from stream.scorer import Scorer
+
+# (label, function as pstats names it: file suffix, function name), cumulative time each.
+PARTS = (
+    ("Avro decode of the input", ("stream/codec.py", "decode_messages")),
+    ("Redis read (one MGET)", ("stream/featurestore.py", "load")),
+    ("feature engine", ("models/features.py", "transform")),
+    ("Redis write (one script)", ("redis/commands/core.py", "evalsha")),
+    ("XGBoost scores (or the numpy tree walk)", ("stream/scorer.py", "_xgboost")),
+    ("XGBoost leaves of the band (big batches)", ("models/xgb.py", "leaves")),
+    ("XGBoost reasons of flagged rows", ("models/xgb.py", "contributions")),
+    ("Avro encode of the outputs", ("stream/codec.py", "encode")),
+)
+
+
+class Record:
+    """What `Scorer.process` reads of a consumed message."""
+
+    __slots__ = ("_key", "_offset", "_value")
+
+    def __init__(self, value: bytes, offset: int, key: bytes) -> None:
+        self._value, self._offset, self._key = value, offset, key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def topic(self) -> str:
+        return "bench.profile.transactions"
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, int(time.time() * 1000)
+
+    def headers(self) -> None:
+        return None
+
+    def error(self) -> None:
+        return None
+
+
+def _cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
+    raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    return sum(v[3] for (file, _line, func), v in raw.items() if func == name and file.endswith(suffix))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 12, 50, 500])
+    parser.add_argument("--records", type=int, default=20_000)
+    args = parser.parse_args()
+    namespace = f"bench-profile-{os.getpid()}"
+    settings = load_settings(environ={**os.environ, "FRAUDSTREAM_REDIS__NAMESPACE": namespace})
+    b = Bench(settings, args.records, f"profile-{os.getpid()}")
+    client = redis.Redis.from_url(settings.redis.url)
+    store = RedisFeatureStore(client, namespace, settings.redis.ttl_days, FeatureEngine(7))
+    store.backfill(b.offline)
+    store.heartbeat("deep", 3600)  # the band goes to the buffer topic, as with the deep stage up
+    models = ModelRegistry(settings.model.dir, settings.model.version, deep=False, threads=settings.scorer.threads)
+    scorer = Scorer(Codec(), store, models, settings.kafka.topics, settings.scorer, settings.fallback, lambda: True)
+    scorer.warm_up()
+    records = [Record(v, i, e["customer_id"].encode()) for i, (e, v) in enumerate(zip(b.events, b.values, strict=True))]
+    per_size = len(records) // (2 * len(args.sizes))  # each size: fresh transactions, half timed, half profiled
+    try:
+        for n, size in enumerate(args.sizes):
+            chunk = records[2 * n * per_size : 2 * (n + 1) * per_size]
+            timed, profiled = chunk[: per_size // size * size], chunk[per_size : per_size + per_size // size * size]
+            if not timed:
+                continue
+            t = time.perf_counter()
+            for i in range(0, len(timed), size):
+                scorer.process(timed[i : i + size])
+            wall = time.perf_counter() - t
+            prof = cProfile.Profile()
+            prof.enable()
+            for i in range(0, len(profiled), size):
+                scorer.process(profiled[i : i + size])
+            prof.disable()
+            stats = pstats.Stats(prof)
+            total = _cumulative(stats, "stream/scorer.py", "process")
+            batches = len(timed) // size
+            print(f"\nbatch {size}: {wall / batches * 1000:.2f} ms per batch, {wall / len(timed) * 1e6:.1f} µs per transaction "
+                  f"({batches} batches; split under cProfile)")  # fmt: skip
+            shown = 0.0
+            for label, (suffix, name) in PARTS:
+                part = _cumulative(stats, suffix, name)
+                shown += part
+                print(f"  {label:<42} {part / total:6.1%}")
+            print(f"  {'routing, records, metrics, the rest':<42} {max(total - shown, 0) / total:6.1%}")
+    finally:
+        keys = [*client.scan_iter(match=f"fs:{namespace}:*", count=5000), f"hb:{namespace}:deep"]
+        for i in range(0, len(keys), 5000):
+            client.unlink(*keys[i : i + 5000])
+        client.close()
+
+
+if __name__ == "__main__":
+    main()
