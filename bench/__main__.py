@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class Bench:
         self.events = to_events(live)
         self.values = [self.codec.encode("Transaction", {k: v for k, v in e.items() if k not in ("is_fraud", "scenario")})
                        for e in self.events]  # fmt: skip
-        self.model_dir = resolve(settings.model.dir, settings.model.version)
+        self.model_dir = resolve(settings.model.dir, settings.model.version).absolute()
         self.used: list[Settings] = []
 
     def cleanup(self) -> None:
@@ -126,9 +127,12 @@ class Bench:
             pacer.sent(i)
         producer.flush(30)
 
-    def service(self, kind: str, env: dict[str, str], tag: str, *extra: str) -> subprocess.Popen[bytes]:
+    def service(self, kind: str, env: dict[str, str], tag: str, *extra: str, code: Path | None = None) -> subprocess.Popen[bytes]:
+        """A stage as its own process; `code`: run another checkout's stages (A/B of two versions)."""
+        if code is not None:
+            env = {**env, "PYTHONPATH": str(code)}
         with open(self.logs / f"{tag}-{kind}.log", "wb") as log:
-            return subprocess.Popen([sys.executable, "-m", "stream", kind, *extra], env=env, stdout=log, stderr=log)
+            return subprocess.Popen([sys.executable, "-m", "stream", kind, *extra], env=env, stdout=log, stderr=log, cwd=code)
 
     def stopped(self, kind: str, tag: str) -> dict[str, Any]:
         for line in (self.logs / f"{tag}-{kind}.log").read_text().splitlines():
@@ -296,12 +300,23 @@ def pipeline_max(b: Bench, out: dict[str, Any], processing: str) -> None:
     print(f"pipeline max ({processing}): {n / span:,.0f} decisions/s; RSS {rss}", flush=True)
 
 
-def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: float, warm_up: bool = False) -> None:
-    """End-to-end latency at a fixed offered load, both stages running (warm_up: print, do not count)."""
-    tag = f"p{load}{_short(processing)}{'warm' if warm_up else ''}"
-    env = b.env(tag, processing)
+@dataclass(frozen=True)
+class Variant:
+    """What an A/B round changes: settings through the environment, or another checkout's code."""
+
+    name: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    code: Path | None = None
+
+
+def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: float, warm_up: bool = False,
+            variant: Variant = Variant()) -> dict[str, Any]:  # fmt: skip
+    """End-to-end latency at a fixed offered load, both stages running (warm_up: print, do not count).
+    Also each process's CPU (share of one core) over the measured traffic."""
+    tag = f"p{load}{_short(processing)}{'warm' if warm_up else ''}{variant.name}"
+    env = {**b.env(tag, processing), **variant.env}
     s = b.settings(env)
-    procs = [b.service("score", env, tag), b.service("deep", env, tag)]
+    procs = [b.service("score", env, tag, code=variant.code), b.service("deep", env, tag, code=variant.code)]
     for kind in ("score", "deep"):
         _wait_log(b.logs / f"{tag}-{kind}.log", "partitions_assigned")
     time.sleep(1.5)  # the scorer sees the deep worker's heartbeat
@@ -320,6 +335,8 @@ def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: 
     while len(reader.latencies) < warm and time.monotonic() < deadline:
         time.sleep(0.05)
     reader.reset()
+    pids = {"score": procs[0].pid, "deep": procs[1].pid, "bench": os.getpid()} | local_server_pids()
+    cpu_before, t0 = {k: cpu_seconds(pid) for k, pid in pids.items()}, time.monotonic()
     b.send(feed, s.kafka.topics.transactions, warm, count, float(load))
     # Sustained: everything decided within 2 s of the last send (no growing queue).
     sustained_by = time.monotonic() + 2.0
@@ -327,6 +344,8 @@ def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: 
     while len(reader.latencies) < count and time.monotonic() < deadline:
         time.sleep(0.05)
     sustained = len(reader.latencies) >= count and time.monotonic() <= sustained_by
+    elapsed = time.monotonic() - t0
+    cpu = {k: round((cpu_seconds(pid) - cpu_before[k]) / elapsed, 3) for k, pid in pids.items()}
     reader.stop.set()
     reader.join()
     for p in procs:
@@ -346,10 +365,36 @@ def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: 
         routes = np.array(reader.routes[: len(lat)])
         for name in sorted(set(routes.tolist())):
             res[f"p99_{name}"] = float(np.percentile(lat[routes == name], 99))
+    res["cpu_share"] = cpu
     if not warm_up:
         out[f"latency_{processing}_{load}"] = res
     figures = ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
     print(f"{'untimed warm-up round, not counted: ' if warm_up else ''}latency {processing} @ {load}/s: {figures}", flush=True)
+    return res
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its threads so far (Linux /proc); NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def local_server_pids() -> dict[str, int]:
+    """The local broker's and Redis's pids, when they run on this machine (`make up`)."""
+    found: dict[str, int] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"kafka.Kafka" in cmd:
+            found["broker"] = int(proc.name)
+        elif cmd.startswith(b"redis-server") or b"/redis-server" in cmd.split(b"\0", 1)[0]:
+            found["redis"] = int(proc.name)
+    return found
 
 
 def gpu(out: dict[str, Any]) -> None:
@@ -430,10 +475,15 @@ def main() -> None:
         gpu(out)
     text = table(out)
     print(text)
+    write_results("bench", run_id, out)
+
+
+def write_results(kind: str, run_id: str, out: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"bench-{run_id}.json"
+    path = RESULTS / f"{kind}-{run_id}.json"
     path.write_text(json.dumps(out, indent=2))
     print(f"written {path}")
+    return path
 
 
 if __name__ == "__main__":
