@@ -120,7 +120,8 @@ class Forest:
     (categorical splits, other objectives, several targets) — callers then use XGBoost.
     """
 
-    def __init__(self, nodes: dict[str, np.ndarray], roots: np.ndarray, depth: int, base: np.float32) -> None:
+    def __init__(self, nodes: dict[str, np.ndarray], roots: np.ndarray, depth: int, base: np.float32, n_features: int) -> None:
+        self.n_features = n_features
         # Every tree's nodes side by side; children as positions in these arrays.
         self.feature, self.threshold, self.value = nodes["feature"], nodes["threshold"], nodes["value"]
         self.left, self.right, self.default_left = nodes["left"], nodes["right"], nodes["default_left"]
@@ -159,7 +160,7 @@ class Forest:
         p = np.float32(str(params["base_score"]).strip("[]"))
         base = -np.log(np.float32(1) / p - np.float32(1))
         nodes = {k: np.concatenate(v) for k, v in parts.items()}
-        forest = cls(nodes, np.asarray(roots, np.intp), depth, np.float32(base))
+        forest = cls(nodes, np.asarray(roots, np.intp), depth, np.float32(base), n_features)
         probe = forest.probe_rows(n_features)
         m, leaves_ = forest.predict(probe)
         exact = np.array_equal(m, margins(booster, probe)) and np.array_equal(leaves_, leaves(booster, probe))
@@ -182,6 +183,8 @@ class Forest:
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(margins (n,) float32, leaf node id per tree (n, T) int32) of float32 rows."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"rows of shape {x.shape}, the trees expect (n, {self.n_features})")
         n, f = x.shape
         flat = x.reshape(-1)
         row = (np.arange(n, dtype=np.intp) * f)[None, :]

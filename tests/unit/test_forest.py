@@ -35,6 +35,13 @@ def test_forest_matches_xgboost_bit_for_bit(seed: int) -> None:
     assert leaves.dtype == np.int32 and m.dtype == np.float32
 
 
+def test_forest_rejects_rows_of_another_width() -> None:
+    forest = xgbm.Forest.build(_booster("binary:logistic"), 6)
+    assert forest is not None
+    with pytest.raises(ValueError, match="expect"):
+        forest.predict(np.zeros((2, 7), dtype=np.float32))
+
+
 def test_forest_declines_what_it_does_not_cover() -> None:
     # Another objective maps base_score to a margin differently: XGBoost keeps those.
     assert xgbm.Forest.build(_booster("reg:squarederror"), 6) is None
