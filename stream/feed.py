@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from stream.checkpoint import produce
 from stream.config import KafkaSettings
+from stream.errors import BrokerError
 from stream.registry_client import codec_for
 
 
@@ -45,7 +46,8 @@ def produce_stream(
     """Produce `events` (keyed by customer id) at `rate` per second (0 = as fast as possible),
     paced about every millisecond. Pass a `producer` to keep one warm across calls.
 
-    Returns (transactions sent, labels sent).
+    Returns (transactions sent, labels sent) once the broker has acknowledged every record;
+    BrokerError when any was refused or is still unacknowledged 30 s after the last.
     """
     codec = codec_for(kafka)
     if producer is None:
@@ -58,21 +60,30 @@ def produce_stream(
               "device_id", "ip", "latitude", "longitude", "country"}  # fmt: skip
     label_fields = {"transaction_id", "customer_id", "terminal_id", "is_fraud", "label_time", "event_time", "source"}
     li = sent_labels = 0
+    failed: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failed.append(err)
+
     pacer = Pacer(producer, rate)
     for i, ev in enumerate(events):
         if stop():
             break
         tx = {k: v for k, v in ev.items() if k in wanted}
-        produce(producer, topics.transactions, codec.encode("Transaction", tx), tx["customer_id"].encode())
+        produce(producer, topics.transactions, codec.encode("Transaction", tx), tx["customer_id"].encode(), on_delivery=delivered)
         while li < len(labels) and int(labels[li]["label_time"]) <= int(tx["event_time"]):
             lab = {k: v for k, v in labels[li].items() if k in label_fields}
-            produce(producer, topics.labels, codec.encode("Label", lab), lab["transaction_id"].encode())
+            produce(producer, topics.labels, codec.encode("Label", lab), lab["transaction_id"].encode(), on_delivery=delivered)
             li += 1
             sent_labels += 1
         pacer.sent(i)
         if on_progress is not None and i % 50 == 49:
             on_progress(i + 1)
-    producer.flush(30)
+    unacknowledged = producer.flush(30)
+    if failed or unacknowledged:
+        first = f" (first: {failed[0].str()})" if failed else ""
+        raise BrokerError(f"{len(failed)} records refused by the broker{first}, {unacknowledged} unacknowledged after 30 s")
     if on_progress is not None:
         on_progress(len(events))
     return len(events), sent_labels

@@ -7,15 +7,17 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from models.artifacts import save_bundle
 from models.dataset import to_events
@@ -99,6 +101,36 @@ class Pipeline:
     def produce(self, events: list[dict[str, Any]], rate: float = 0.0) -> None:
         produce_stream(self.settings.kafka, events, rate)
 
+    def feed(self, events: list[dict[str, Any]], rate: float) -> Feeder:
+        """`produce` in the background (started); its join() re-raises what the feed raised."""
+        feeder = Feeder(lambda: self.produce(events, rate))
+        feeder.start()
+        return feeder
+
+    def exactly_once(self, events: list[dict[str, Any]], timeout_s: float = 180.0) -> list[dict[str, Any]]:
+        """The decisions of `events`, asserting one per transaction. For a missing one the
+        failure says where it is in the input topic and where the scorer's committed offset
+        stands, which tells a lost input from a skipped offset from a slow pipeline."""
+        decisions = self.decisions(len(events), timeout_s)
+        ids = Counter(d["transaction_id"] for d in decisions)
+        wanted = {e["transaction_id"] for e in events}
+        missing = wanted - set(ids)
+        if missing:
+            topic = self.settings.kafka.topics.transactions
+            inputs = Codec().decode_messages("Transaction", self.read(topic, len(events), timeout_s=30, settle_s=1)).oks
+            found = {d.value["transaction_id"]: (d.source.partition, d.source.offset) for d in inputs
+                     if d.value["transaction_id"] in missing}  # fmt: skip
+            consumer = Consumer(self.settings.kafka.consumer_config(self.settings.scorer.group_id))
+            committed = consumer.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)
+            consumer.close()
+            raise AssertionError(
+                f"{len(missing)} transactions without a decision: {sorted(missing)[:10]}; in the input topic at "
+                f"(partition, offset) {found}; scorer's committed offsets {[(tp.partition, tp.offset) for tp in committed]}"
+            )
+        assert set(ids) == wanted, f"decisions for transactions never sent: {sorted(set(ids) - wanted)[:10]}"
+        assert max(ids.values()) == 1, f"duplicated decisions: {[i for i, n in ids.items() if n > 1][:10]}"
+        return decisions
+
     def produce_raw(self, values: list[bytes | None]) -> None:
         producer = Producer(self.settings.kafka.producer_config(None))
         for i, v in enumerate(values):
@@ -132,6 +164,26 @@ class Pipeline:
         batch = Codec().decode_messages("Decision", msgs)
         assert batch.errs == []
         return [d.value for d in batch.oks]
+
+
+class Feeder(threading.Thread):
+    """A feed running beside the test; a failed feed fails the test at join()."""
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self._work = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # handed to the test thread by join()
+            self.error = exc
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
 
 
 @pytest.fixture

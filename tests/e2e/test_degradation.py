@@ -7,7 +7,6 @@ import io
 import json
 import shutil
 import signal
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -38,14 +37,6 @@ def routes(decisions: list[dict[str, Any]]) -> Counter[str]:
     return Counter(d["route"] for d in decisions)
 
 
-def assert_exactly_once(pipeline: Pipeline, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    decisions = pipeline.decisions(len(events))
-    ids = Counter(d["transaction_id"] for d in decisions)
-    assert set(ids) == {e["transaction_id"] for e in events}
-    assert max(ids.values()) == 1
-    return decisions
-
-
 def test_deep_worker_down_falls_back_to_xgboost_then_recovers(pipeline: Pipeline, trained: TrainedModel) -> None:
     fast = {"FRAUDSTREAM_FALLBACK__DEEP_HEARTBEAT_S": "2", "FRAUDSTREAM_FALLBACK__DEEP_CHECK_INTERVAL_S": "0.5"}
     events = last_events(trained.sim, 6_000)
@@ -65,7 +56,7 @@ def test_deep_worker_down_falls_back_to_xgboost_then_recovers(pipeline: Pipeline
     time.sleep(1.0)
     third = phase(pipeline, events[4000:], 4000)
     assert routes(third)["DEEP"] > 0 and routes(third)["XGB_FALLBACK"] == 0
-    assert_exactly_once(pipeline, events)
+    pipeline.exactly_once(events)
 
 
 def test_broken_model_gives_rules_and_redis_down_never_approves_silently(
@@ -113,7 +104,7 @@ def test_broken_model_gives_rules_and_redis_down_never_approves_silently(
     back = phase(pipeline, chunks[4], 6000)
     assert routes(back)["RULES"] == 0 and routes(back)["SAFE_DEFAULT"] == 0
     assert routes(back)["XGB_APPROVE"] > 0
-    assert_exactly_once(pipeline, events)
+    pipeline.exactly_once(events)
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -214,8 +205,7 @@ def test_sigterm_under_load_loses_nothing_and_exits_zero(pipeline: Pipeline, tra
     events = last_events(trained.sim, 6_000)
     pipeline.start("score")
     pipeline.start("deep")
-    feeder = threading.Thread(target=pipeline.produce, args=(events, 1000.0))
-    feeder.start()
+    feeder = pipeline.feed(events, 1000.0)
     wait_assigned(pipeline, "score-0")
     time.sleep(2.0)
     assert pipeline.kill("score-0", signal.SIGTERM) == 0
@@ -223,7 +213,7 @@ def test_sigterm_under_load_loses_nothing_and_exits_zero(pipeline: Pipeline, tra
     pipeline.start("score")
     pipeline.start("deep")
     feeder.join()
-    assert_exactly_once(pipeline, events)
+    pipeline.exactly_once(events)
 
 
 def two_versions(trained: TrainedModel, tmp_path: Path) -> Path:
@@ -248,7 +238,7 @@ def test_promoted_model_takes_effect_without_restart(pipeline: Pipeline, trained
     second = phase(pipeline, events[1500:], 1500)
     assert {d["model_version"] for d in second} == {"v2"}
     assert {d["route"] for d in second} >= {"DEEP", "XGB_APPROVE"}  # both stages switched
-    assert_exactly_once(pipeline, events)
+    pipeline.exactly_once(events)
 
 
 def test_ab_arms_pin_a_version_per_customer(pipeline: Pipeline, trained: TrainedModel, tmp_path: Path) -> None:

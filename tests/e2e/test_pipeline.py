@@ -45,11 +45,7 @@ def test_every_transaction_gets_exactly_one_decision_matching_offline(pipeline: 
     pipeline.produce_raw(_malformed())
     pipeline.produce(events[10_000:])
 
-    decisions = pipeline.decisions(20_000)
-    ids = Counter(d["transaction_id"] for d in decisions)
-    assert len(decisions) == 20_000
-    assert set(ids) == {e["transaction_id"] for e in events}
-    assert max(ids.values()) == 1
+    decisions = pipeline.exactly_once(events)
 
     dlq = pipeline.read(pipeline.settings.kafka.topics.dlq, 5)
     assert sorted(m.value() or b"" for m in dlq) == sorted(v or b"" for v in _malformed())
@@ -110,10 +106,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(pipeline: Pipeline, tra
     rng = random.Random(11)
     pipeline.start("score")
     pipeline.start("deep")
-    import threading
-
-    feeder = threading.Thread(target=pipeline.produce, args=(events, 600.0))
-    feeder.start()
+    feeder = pipeline.feed(events, 600.0)
     kills = []
     for victim in ["score-0", "deep-0", "score-0", "deep-0", "score-0", "deep-0"]:
         time.sleep(rng.uniform(1.0, 2.5))
@@ -123,11 +116,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(pipeline: Pipeline, tra
     feeder.join()
     assert len(kills) == 6
 
-    decisions = pipeline.decisions(len(events), timeout_s=240)
-    ids = Counter(d["transaction_id"] for d in decisions)
-    assert len(decisions) == len(events)
-    assert set(ids) == {e["transaction_id"] for e in events}
-    assert max(ids.values()) == 1
+    pipeline.exactly_once(events, timeout_s=240)
     per_customer = Counter(e["customer_id"] for e in events)
     assert _customer_counts(pipeline, set(per_customer)) == dict(per_customer)
 
@@ -138,10 +127,7 @@ def test_at_least_once_decides_everything_through_a_crash_and_commits_all_on_shu
     events = last_events(trained.sim, 6_000)
     alos = {"FRAUDSTREAM_KAFKA__PROCESSING": "at_least_once"}
     pipeline.start_stages(alos, alos)
-    import threading
-
-    feeder = threading.Thread(target=pipeline.produce, args=(events, 1_500.0))
-    feeder.start()
+    feeder = pipeline.feed(events, 1_500.0)
     time.sleep(2.0)
     assert pipeline.kill("score-0") == -signal.SIGKILL  # batches in flight: produced, not committed
     pipeline.start("score", **alos)
@@ -169,10 +155,7 @@ def test_two_scorers_share_partitions_and_survive_one_stopping(pipeline: Pipelin
     pipeline.start("score", "0")
     pipeline.start("score", "1")
     pipeline.start("deep")
-    import threading
-
-    feeder = threading.Thread(target=pipeline.produce, args=(events, 800.0))
-    feeder.start()
+    feeder = pipeline.feed(events, 800.0)
     # Stop replica 1 only once both replicas own partitions and replica 1 has committed work.
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
