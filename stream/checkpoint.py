@@ -6,7 +6,9 @@ Exactly-once (default), per batch:
     3. produce every output of the batch (decisions, buffer records, DLQ records);
     4. commit the transaction — outputs and offsets become visible together.
 On any failure before 4 the transaction is aborted and the consumer rewound to the
-batch's first offsets, so the batch is processed again and nothing is lost.
+batch's first offsets, so the batch is processed again and nothing is lost. A rewind
+that fails on a partition the consumer still owns stops the stage (RewindError): going
+on would commit offsets past the batch; the restart resumes from the committed ones.
 
 At-least-once, pipelined: a batch's outputs are produced and the loop moves on;
 its offsets are committed (asynchronously) once every output of it and of the
@@ -27,7 +29,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream.dlq import Record
-from stream.errors import BrokerError
+from stream.errors import BrokerError, RewindError
 
 
 def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
@@ -190,8 +192,18 @@ class Checkpoint:
                 first[key] = tp
         self._in_flight.clear()  # (acknowledged offsets stay: they precede every rewound batch)
         for tp in first.values():
-            with contextlib.suppress(KafkaException):
+            try:
                 self.consumer.seek(tp)
+            except KafkaException as exc:
+                if self._owns(tp):
+                    raise RewindError(f"cannot rewind {tp.topic}[{tp.partition}] to offset {tp.offset}: {exc}") from exc
+                # Revoked meanwhile: its new owner resumes from the committed offset.
+
+    def _owns(self, tp: TopicPartition) -> bool:
+        try:
+            return any(a.topic == tp.topic and a.partition == tp.partition for a in self.consumer.assignment())
+        except KafkaException:
+            return True  # unknown: assume owned, stopping is the safe side
 
     def abort(self, messages: Sequence[Message]) -> None:
         """Abort the open transaction (if any) and rewind to the batch's first offsets

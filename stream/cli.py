@@ -226,7 +226,10 @@ def _serve(kind: str, config: Path | None, instance: str, max_idle_s: float | No
     # the collector's reach so the occasional full collection stays short.
     gc.collect()
     gc.freeze()
-    loop.run(stop, max_idle_s=max_idle_s)
+    try:
+        loop.run(stop, max_idle_s=max_idle_s)
+    except FraudstreamError as exc:  # not transient (a failed rewind, a fenced producer): exit 1, restart resumes
+        raise _fail(exc) from exc
 
 
 InstanceOpt = Annotated[str, typer.Option(help="stable instance id (part of the transactional id)")]

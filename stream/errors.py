@@ -7,6 +7,7 @@
     ├── TransientError         pause, back off, retry: the record is not lost
     │   ├── FeatureStoreError  Redis unreachable or timing out
     │   └── BrokerError        Kafka unreachable, fenced or timing out
+    ├── RewindError            a batch to redo could not be rewound: the stage stops rather than skip it
     ├── ConfigError            bad settings: fail at start, naming the key
     ├── ArtifactError          a model version that is missing, corrupt or mismatched
     └── DataError              training / evaluation input that cannot be used
@@ -31,6 +32,7 @@ __all__ = [
     "FeatureStoreError",
     "FraudstreamError",
     "PoisonError",
+    "RewindError",
     "TransientError",
     "ValidationError",
 ]
@@ -63,6 +65,12 @@ class FeatureStoreError(TransientError):
 
 class BrokerError(TransientError):
     """Kafka could not serve a produce, commit or transaction call."""
+
+
+class RewindError(FraudstreamError):
+    """The consumer could not be moved back to a batch that has to be processed again while
+    it still owns the partition; carrying on would commit offsets past that batch. Not
+    transient: the stage stops, and its restart resumes from the committed offsets."""
 
 
 class ConfigError(FraudstreamError):

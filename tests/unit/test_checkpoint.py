@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from stream.checkpoint import Checkpoint
-from stream.errors import BrokerError
+from stream.errors import BrokerError, RewindError
 
 Ack = Callable[[KafkaError | None, Message], None]
 
@@ -113,3 +113,26 @@ def test_offsets_are_committed_at_most_once_per_interval_and_always_when_drainin
     cp.commit(batch(1, 9), [])
     cp.settle(wait_s=1.0)
     assert consumer.commits[-1] == ([(1, 10)], False)
+
+
+class SeeklessConsumer(FakeConsumer):
+    """Seek fails (as librdkafka's does on a partition it cannot position)."""
+
+    def __init__(self, owned: list[int]) -> None:
+        super().__init__()
+        self.owned = owned
+
+    def seek(self, tp: TopicPartition) -> None:
+        raise KafkaException(KafkaError(KafkaError._STATE))
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("in", p) for p in self.owned]
+
+
+def test_a_rewind_that_fails_on_an_owned_partition_stops_rather_than_skips() -> None:
+    owned = Checkpoint(SeeklessConsumer(owned=[0]), FakeProducer(), exactly_once=False)  # type: ignore[arg-type]
+    with pytest.raises(RewindError, match=r"in\[0\] to offset 10"):
+        owned.abort(batch(0, 10, 11))
+    # Revoked meanwhile: the new owner resumes from the committed offset, nothing to stop for.
+    revoked = Checkpoint(SeeklessConsumer(owned=[1]), FakeProducer(), exactly_once=False)  # type: ignore[arg-type]
+    revoked.abort(batch(0, 10, 11))
