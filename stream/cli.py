@@ -91,7 +91,10 @@ def simulate(
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
     start = int(tx["event_time"].max()) - last_days * DAY_MS
     live = tx[tx["event_time"] > start]
-    n, nl = produce_stream(settings.kafka, to_events(live), rate, to_label_events(labels[labels["label_time"] > start]))
+    try:
+        n, nl = produce_stream(settings.kafka, to_events(live), rate, to_label_events(labels[labels["label_time"] > start]))
+    except FraudstreamError as exc:
+        raise _fail(exc) from exc
     console.print(f"produced {n:,} transactions and {nl:,} labels")
 
 

@@ -46,8 +46,9 @@ def produce_stream(
     """Produce `events` (keyed by customer id) at `rate` per second (0 = as fast as possible),
     paced about every millisecond. Pass a `producer` to keep one warm across calls.
 
-    Returns (transactions sent, labels sent) once the broker has acknowledged every record;
-    BrokerError when any was refused or is still unacknowledged 30 s after the last.
+    Returns (transactions sent, labels sent) — fewer when `stop` ended it early — once the
+    broker has acknowledged every record; BrokerError when any was refused or is still
+    unacknowledged 30 s after the last.
     """
     codec = codec_for(kafka)
     if producer is None:
@@ -59,7 +60,7 @@ def produce_stream(
     wanted = {"transaction_id", "event_time", "customer_id", "terminal_id", "amount", "currency", "channel", "mcc",
               "device_id", "ip", "latitude", "longitude", "country"}  # fmt: skip
     label_fields = {"transaction_id", "customer_id", "terminal_id", "is_fraud", "label_time", "event_time", "source"}
-    li = sent_labels = 0
+    li = sent = sent_labels = 0
     failed: list[KafkaError] = []
 
     def delivered(err: KafkaError | None, _msg: Message) -> None:
@@ -77,13 +78,14 @@ def produce_stream(
             produce(producer, topics.labels, codec.encode("Label", lab), lab["transaction_id"].encode(), on_delivery=delivered)
             li += 1
             sent_labels += 1
+        sent = i + 1
         pacer.sent(i)
         if on_progress is not None and i % 50 == 49:
-            on_progress(i + 1)
+            on_progress(sent)
     unacknowledged = producer.flush(30)
     if failed or unacknowledged:
         first = f" (first: {failed[0].str()})" if failed else ""
         raise BrokerError(f"{len(failed)} records refused by the broker{first}, {unacknowledged} unacknowledged after 30 s")
     if on_progress is not None:
-        on_progress(len(events))
-    return len(events), sent_labels
+        on_progress(sent)
+    return sent, sent_labels
