@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import redis
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
 from bench.__main__ import Bench
 from models.features import FeatureEngine
@@ -42,42 +43,9 @@ PARTS = (
 )
 
 
-class Record:
-    """What `Scorer.process` reads of a consumed message."""
-
-    __slots__ = ("_key", "_offset", "_value")
-
-    def __init__(self, value: bytes, offset: int, key: bytes) -> None:
-        self._value, self._offset, self._key = value, offset, key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def key(self) -> bytes:
-        return self._key
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def topic(self) -> str:
-        return "bench.profile.transactions"
-
-    def timestamp(self) -> tuple[int, int]:
-        return 1, int(time.time() * 1000)
-
-    def headers(self) -> None:
-        return None
-
-    def error(self) -> None:
-        return None
-
-
 def _cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
     raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
-    return sum(v[3] for (file, _line, func), v in raw.items() if func == name and file.endswith(suffix))
+    return float(sum(v[3] for (file, _line, func), v in raw.items() if func == name and file.endswith(suffix)))
 
 
 def main() -> None:
@@ -95,7 +63,9 @@ def main() -> None:
     models = ModelRegistry(settings.model.dir, settings.model.version, deep=False, threads=settings.scorer.threads)
     scorer = Scorer(Codec(), store, models, settings.kafka.topics, settings.scorer, settings.fallback, lambda: True)
     scorer.warm_up()
-    records = [Record(v, i, e["customer_id"].encode()) for i, (e, v) in enumerate(zip(b.events, b.values, strict=True))]
+    now = (TIMESTAMP_CREATE_TIME, int(time.time() * 1000))
+    records = [Message(topic="bench.profile.transactions", partition=0, offset=i, key=e["customer_id"].encode(), value=v,
+                       timestamp=now) for i, (e, v) in enumerate(zip(b.events, b.values, strict=True))]  # fmt: skip
     per_size = len(records) // (2 * len(args.sizes))  # each size: fresh transactions, half timed, half profiled
     try:
         for n, size in enumerate(args.sizes):

@@ -161,17 +161,17 @@ class Forest:
         base = -np.log(np.float32(1) / p - np.float32(1))
         nodes = {k: np.concatenate(v) for k, v in parts.items()}
         forest = cls(nodes, np.asarray(roots, np.intp), depth, np.float32(base), n_features)
-        probe = forest.probe_rows(n_features)
+        probe = forest.probe_rows()
         m, leaves_ = forest.predict(probe)
         exact = np.array_equal(m, margins(booster, probe)) and np.array_equal(leaves_, leaves(booster, probe))
         exact = exact and all(np.array_equal(forest.predict(probe[i : i + 1])[0], m[i : i + 1]) for i in range(8))
         return forest if exact else None
 
-    def probe_rows(self, n_features: int, n: int = 256, seed: int = 0) -> np.ndarray:
+    def probe_rows(self, n: int = 256, seed: int = 0) -> np.ndarray:
         """Rows on, just below and just above the split thresholds, some values missing."""
         rng = np.random.default_rng(seed)
-        x = rng.normal(size=(n, n_features)).astype(np.float32)
-        for j in range(n_features):
+        x = rng.normal(size=(n, self.n_features)).astype(np.float32)
+        for j in range(self.n_features):
             cuts = self.threshold[(self.feature == j) & (self.left != np.arange(len(self.left)))]
             if len(cuts):
                 cut = rng.choice(cuts, n)

@@ -23,7 +23,7 @@ def test_forest_matches_xgboost_bit_for_bit(seed: int) -> None:
     booster = _booster("binary:logistic", seed)
     forest = xgbm.Forest.build(booster, 6)
     assert forest is not None
-    x = forest.probe_rows(6, n=4000, seed=seed + 10)  # on, just below and just above every threshold
+    x = forest.probe_rows(n=4000, seed=seed + 10)  # on, just below and just above every threshold
     whole = xgbm.margins(booster, x)
     for size in (1, 2, 7, 64):  # micro-batch sizes (a sum over one row must not be pairwise either)
         for start in range(0, 300, 13):
