@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,8 @@ _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _SPANS = np.array([span for _, span in CUSTOMER_WINDOWS], dtype=np.int64)
 _CUST_N = np.array([_IDX[f"cust_n_{w}"] for w, _ in CUSTOMER_WINDOWS])
 _CUST_MEAN = np.array([_IDX[f"cust_mean_{w}"] for w, _ in CUSTOMER_WINDOWS])
+_CHANNEL = {c: i for i, c in enumerate(CHANNELS)}
+_CHANNEL_IDX = np.array([_IDX[f"channel_{c.lower()}"] for c in CHANNELS])
 _TERM_IDX = np.array([_IDX[f"term_{kind}_{d}d"] for d in TERMINAL_WINDOWS for kind in ("n", "risk")])
 
 # Terminal state: a ring of RING_DAYS (day, transactions, frauds) int32 slots, slot = day % RING_DAYS.
@@ -82,6 +84,12 @@ TX, FRAUD = 1, 2  # ring columns
 def stable_hash(text: str) -> int:
     """A 64-bit hash that is the same in every process (unlike `hash`)."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def stable_hashes(texts: Iterable[str]) -> np.ndarray:
+    """`stable_hash` of each text, as uint64 (one buffer rather than an int per text)."""
+    digests = b"".join([hashlib.blake2b(t.encode(), digest_size=8).digest() for t in texts])
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
 _EMPTY = np.zeros(0, dtype=HISTORY_DTYPE)  # a customer never seen
@@ -135,11 +143,11 @@ class BatchFeatures:
     repeats: np.ndarray  # (n,) bool: transaction id already seen from another record
 
 
-def _opt_float(v: Any) -> float:
-    if v is None:
-        return math.nan
-    f = float(v)
-    return f if math.isfinite(f) else math.nan
+def _finite_or_nan(values: list[Any]) -> np.ndarray:
+    """Optional floats as float64: None and non-finite values become NaN."""
+    out = np.array(values, dtype=np.float64)
+    out[~np.isfinite(out)] = math.nan
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +165,17 @@ class _Events:
     @staticmethod
     def of(events: Sequence[Mapping[str, Any]]) -> _Events:
         n = len(events)
+        devices = [e.get("device_id") or "" for e in events]
+        dev = stable_hashes(devices)
+        dev[[not d for d in devices]] = 0
         return _Events(
-            ts=np.fromiter((int(e["event_time"]) for e in events), np.int64, n),
-            amount=np.fromiter((int(e["amount"]) for e in events), np.int64, n),
-            lat=np.fromiter((_opt_float(e.get("latitude")) for e in events), np.float64, n),
-            lon=np.fromiter((_opt_float(e.get("longitude")) for e in events), np.float64, n),
-            dev=np.fromiter((stable_hash(d) if (d := e.get("device_id")) else 0 for e in events), np.uint64, n),
-            tx=np.fromiter((stable_hash(e["transaction_id"]) for e in events), np.uint64, n),
-            src=np.fromiter((int(e.get(SOURCE_KEY) or 0) for e in events), np.uint64, n),
+            ts=np.fromiter((e["event_time"] for e in events), np.int64, n),
+            amount=np.fromiter((e["amount"] for e in events), np.int64, n),
+            lat=_finite_or_nan([e.get("latitude") for e in events]),
+            lon=_finite_or_nan([e.get("longitude") for e in events]),
+            dev=dev,
+            tx=stable_hashes([e["transaction_id"] for e in events]),
+            src=np.fromiter((e.get(SOURCE_KEY) or 0 for e in events), np.uint64, n),
         )
 
     def records(self, rows: np.ndarray | slice) -> np.ndarray:
@@ -266,10 +277,9 @@ class FeatureEngine:
         out[:, _IDX["hour"]] = hour
         out[:, _IDX["is_night"]] = (hour < 6.0) | (hour >= 22.0)
         out[:, _IDX["is_weekend"]] = weekday >= 5
-        channels = [e.get("channel") for e in events]
-        for c in CHANNELS:
-            out[:, _IDX[f"channel_{c.lower()}"]] = [ch == c for ch in channels]
-        out[:, _IDX["mcc"]] = [float(e.get("mcc") or 0) for e in events]
+        channel = np.fromiter((_CHANNEL.get(e.get("channel") or "", -1) for e in events), np.int64, len(events))
+        out[:, _CHANNEL_IDX] = channel[:, None] == np.arange(len(CHANNELS))
+        out[:, _IDX["mcc"]] = np.fromiter((e.get("mcc") or 0 for e in events), np.float64, len(events))
 
     def terminal(self, rings: np.ndarray, days: np.ndarray) -> np.ndarray:
         """Terminal features (P, 2 * windows) of (ring, day) pairs, from days older than the label delay."""
@@ -321,8 +331,15 @@ class FeatureEngine:
         counts: dict[tuple[str, int], int] = {}
         for i in sorted(i for rows in appended.values() for i in rows):
             counts[keys[i]] = counts.get(keys[i], 0) + 1
-        every = ev.records(slice(None))
-        records = {c: np.take(every, appended[u]) for c, u in index.items() if u in appended}
+        # Each customer's appended records, in order: one gather, then consecutive slices of it.
+        rows = [i for u in appended for i in appended[u]]
+        gathered = ev.records(np.array(rows, dtype=np.int64))
+        parts: dict[int, np.ndarray] = {}
+        start = 0
+        for u, rows_of in appended.items():
+            parts[u] = gathered[start : start + len(rows_of)]
+            start += len(rows_of)
+        records = {c: parts[u] for c, u in index.items() if u in appended}
         return BatchFeatures(feats.astype(np.float32), records, counts, repeats)
 
     def _vectorised(

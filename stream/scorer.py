@@ -24,7 +24,7 @@ from xgboost.core import XGBoostError
 
 from models import xgb as xgbm
 from models.artifacts import ModelBundle
-from models.features import FEATURE_NAMES, FEATURE_SET_VERSION, SOURCE_KEY, stable_hash
+from models.features import FEATURE_NAMES, FEATURE_SET_VERSION, SOURCE_KEY, stable_hashes
 from stream.breaker import CircuitBreaker
 from stream.codec import Codec, Decoded, Failure
 from stream.config import FallbackSettings, ScorerSettings, Topics
@@ -209,7 +209,7 @@ class Scorer:
 
     def score(self, decoded: Sequence[Decoded], raws: dict[tuple[int | None, int | None], bytes | None]) -> list[Record]:
         """Score decoded transactions: per A/B arm, its model version and thresholds; outputs in input order."""
-        events = [{**d.value, SOURCE_KEY: _source_id(d)} for d in decoded]
+        events = [{**d.value, SOURCE_KEY: src} for d, src in zip(decoded, _source_ids(decoded), strict=True)]
         x, repeats = self._features(events)
         decided_at = now_ms()
         out: list[Record] = []
@@ -317,8 +317,12 @@ class Scorer:
         return Level.SAFE_DEFAULT if (outcomes < 0).any() else Level.RULES
 
 
-def _source_id(d: Decoded) -> int:
-    return stable_hash(f"{d.source.topic}/{d.source.partition}/{d.source.offset}") or 1
+def _source_ids(decoded: Sequence[Decoded]) -> list[int]:
+    """Per record, a nonzero id of the delivery it came from (topic/partition/offset)."""
+    ids = stable_hashes([f"{d.source.topic}/{d.source.partition}/{d.source.offset}" for d in decoded])
+    ids[ids == 0] = 1
+    result: list[int] = ids.tolist()
+    return result
 
 
 def decision_record(

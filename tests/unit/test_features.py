@@ -7,7 +7,18 @@ import math
 import numpy as np
 import pytest
 
-from models.features import DAY_MS, FEATURE_NAMES, HOUR_MS, MAX_HISTORY, RING_DAYS, FeatureEngine, OfflineFeatures, ring_counts
+from models.features import (
+    DAY_MS,
+    FEATURE_NAMES,
+    HOUR_MS,
+    MAX_HISTORY,
+    RING_DAYS,
+    FeatureEngine,
+    OfflineFeatures,
+    ring_counts,
+    stable_hash,
+    stable_hashes,
+)
 
 T0 = 1_767_225_600_000 + 3 * DAY_MS  # 2026-01-04T00:00Z, a Sunday
 IDX = {n: i for i, n in enumerate(FEATURE_NAMES)}
@@ -114,6 +125,23 @@ def test_missing_optional_fields_do_not_break_anything() -> None:
     assert f(row, "device_missing") == 1.0
     assert f(row, "mcc") == 0.0
     assert all(f(row, f"channel_{c}") == 0.0 for c in ("pos", "ecom", "atm", "moto", "contactless"))
+
+
+def test_batch_hashes_are_the_per_text_hashes() -> None:
+    texts = ["", "t1", "c-000149", "é-ü", "x" * 300]
+    assert stable_hashes(texts).tolist() == [stable_hash(t) for t in texts]
+    assert stable_hashes([]).dtype == np.uint64 and stable_hashes([]).size == 0
+
+
+def test_non_finite_coordinates_and_unknown_channels_count_as_missing() -> None:
+    (row,) = run([ev(1, T0, latitude=math.inf, longitude=2.0, channel="CRYPTO", mcc=None)])
+    assert math.isnan(f(row, "dist_prev_km"))
+    assert all(f(row, f"channel_{c}") == 0.0 for c in ("pos", "ecom", "atm", "moto", "contactless"))
+    assert f(row, "mcc") == 0.0
+    # A non-finite position is no position: the next located transaction measures from the one before it.
+    rows = run([ev(1, T0, latitude=48.0, longitude=2.0), ev(2, T0 + HOUR_MS, latitude=math.inf, longitude=2.0),
+                ev(3, T0 + 2 * HOUR_MS, latitude=49.0, longitude=2.0)])  # fmt: skip
+    assert f(rows[2], "dist_prev_km") == pytest.approx(111.2, abs=0.5)
 
 
 def test_redelivery_gives_the_same_features_and_counts_nothing_twice() -> None:
