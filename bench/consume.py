@@ -16,10 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from stream.batching import collect
 from stream.config import load_settings
+from stream.topics import wait_served
 
 RATE, SECONDS, MAX_ROWS, MAX_WAIT_S = 2000, 5.0, 500, 0.002
 
@@ -51,6 +53,7 @@ def measure(bootstrap: str, name: str, batcher: Callable[[Consumer], list[Messag
     topic = f"bench-consume-{uuid.uuid4().hex[:12]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
+    wait_served(admin, [topic], 30.0)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "auto.offset.reset": "earliest",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})  # fmt: skip
     consumer.subscribe([topic])

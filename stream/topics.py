@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import admin as kafka_admin
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -12,24 +14,57 @@ from stream.config import KafkaSettings
 from stream.errors import BrokerError
 
 
-def ensure_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int | None = None) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+def ensure_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int | None = None, ready_s: float = 30.0) -> None:
+    """Create the topics that do not exist yet (existing ones are left as they are), then wait
+    until the broker serves every partition of every topic named.
+
+    The wait matters: a topic exists for the controller a moment before its partitions exist
+    on the broker, and records produced in between by an idempotent producer can be
+    acknowledged yet never written (seen with librdkafka 2.16 against Kafka 4.1: a partition's
+    log began at sequence 1 or 2, the first records reported delivered and absent).
+    """
     admin = AdminClient(kafka.admin_config())
     wanted = sorted(set(names))
     existing = admin.list_topics(timeout=15).topics
     missing = [n for n in wanted if n not in existing]
-    if not missing:
-        return
-    futures = admin.create_topics(
-        [NewTopic(n, num_partitions=partitions or kafka.partitions, replication_factor=1) for n in missing],
-        operation_timeout=15,
-    )
-    for name, fut in futures.items():
-        try:
-            fut.result()
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise BrokerError(f"could not create topic {name}: {exc}") from exc
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(n, num_partitions=partitions or kafka.partitions, replication_factor=1) for n in missing],
+            operation_timeout=15,
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise BrokerError(f"could not create topic {name}: {exc}") from exc
+    wait_served(admin, wanted, ready_s)
+
+
+def wait_served(admin: AdminClient, topics: list[str], timeout_s: float) -> None:
+    """Until each partition of `topics` answers an end-offset query from its leader; BrokerError
+    naming what is still not served after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    pending: list[TopicPartition] = []
+    while True:
+        meta = admin.list_topics(timeout=max(deadline - time.monotonic(), 1.0)).topics
+        known = [t for t in topics if t in meta and meta[t].error is None and meta[t].partitions]
+        parts = [TopicPartition(t, p) for t in known for p in sorted(meta[t].partitions)]
+        pending = [TopicPartition(t, -1) for t in topics if t not in known]
+        if parts:
+            latest = kafka_admin.OffsetSpec.latest()  # type: ignore[attr-defined,no-untyped-call]
+            futures = admin.list_offsets(dict.fromkeys(parts, latest), request_timeout=5)
+            for tp, fut in futures.items():
+                try:
+                    fut.result()
+                except KafkaException:
+                    pending.append(tp)
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            names = ", ".join(sorted({f"{tp.topic}[{tp.partition}]" if tp.partition >= 0 else tp.topic for tp in pending}))
+            raise BrokerError(f"topics not served by the broker after {timeout_s:.0f} s: {names}")
+        time.sleep(0.1)
 
 
 def pipeline_topics(kafka: KafkaSettings) -> list[str]:

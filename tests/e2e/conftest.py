@@ -122,10 +122,12 @@ class Pipeline:
                      if d.value["transaction_id"] in missing}  # fmt: skip
             consumer = Consumer(self.settings.kafka.consumer_config(self.settings.scorer.group_id))
             committed = consumer.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)
+            marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in range(4)]
             consumer.close()
             raise AssertionError(
                 f"{len(missing)} transactions without a decision: {sorted(missing)[:10]}; in the input topic at "
-                f"(partition, offset) {found}; scorer's committed offsets {[(tp.partition, tp.offset) for tp in committed]}"
+                f"(partition, offset) {found} ({len(inputs)} records read back; per partition (first, next) offsets "
+                f"{marks}); scorer's committed offsets {[(tp.partition, tp.offset) for tp in committed]}"
             )
         assert set(ids) == wanted, f"decisions for transactions never sent: {sorted(set(ids) - wanted)[:10]}"
         assert max(ids.values()) == 1, f"duplicated decisions: {[i for i, n in ids.items() if n > 1][:10]}"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from stream.codec import Codec
 from stream.config import KafkaSettings
+from stream.errors import BrokerError
 from stream.testing import LocalInfra, sample_transaction
-from stream.topics import ensure_topics
+from stream.topics import ensure_topics, wait_served
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +25,32 @@ def _drain(consumer: Consumer, expected: int, timeout_s: float = 30.0) -> list:
             assert msg.error() is None, msg.error()
             out.append(msg)
     return out
+
+
+def test_new_topics_take_records_as_soon_as_ensure_topics_returns(infra: LocalInfra, uid: str) -> None:
+    # The first record of each fresh partition, from an idempotent producer, must be in the log:
+    # produced before the broker served the partition, such records were acknowledged and lost.
+    kafka = KafkaSettings(bootstrap=infra.bootstrap)
+    topics = [f"fresh-{uid}-{i}" for i in range(3)]
+    ensure_topics(kafka, topics, partitions=4)
+    producer = Producer(kafka.producer_config(None))
+    failed: list[object] = []
+    for t in topics:
+        for p in range(4):
+            producer.produce(t, b"first", partition=p, on_delivery=lambda err, _m: failed.append(err) if err else None)
+    assert producer.flush(30) == 0 and failed == []
+    consumer = Consumer(kafka.consumer_config(f"g-{uid}"))
+    try:
+        marks = {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10) for t in topics for p in range(4)}
+    finally:
+        consumer.close()
+    assert set(marks.values()) == {(0, 1)}, marks
+
+
+def test_a_topic_the_broker_never_serves_is_named(infra: LocalInfra, uid: str) -> None:
+    admin = AdminClient(KafkaSettings(bootstrap=infra.bootstrap).admin_config())
+    with pytest.raises(BrokerError, match=f"never-{uid}"):
+        wait_served(admin, [f"never-{uid}"], timeout_s=1.0)
 
 
 def test_thousand_avro_transactions_round_trip(infra: LocalInfra, uid: str) -> None:
