@@ -2,6 +2,7 @@
 measured in the same run. Prints a table and writes bench/results/bench-<time>.json.
 
     ceiling    pass-through consume → produce, same sizes/batching/transactions, no work
+    staircase  stage 1's loop with its work added part by part (Avro, feature store, XGBoost)
     naive      one message per poll, a Redis round trip per read/update, one-row predict, commit each
     stage 1    `fraudstream score` (exactly-once and at-least-once), stage 2 on CPU, whole pipeline
     latency    event produced → decision visible to a read_committed consumer, at fixed offered loads
@@ -29,6 +30,8 @@ from confluent_kafka.admin import AdminClient
 
 from bench.ceiling import run_ceiling
 from bench.naive import run_naive
+from bench.staircase import STEPS, run_step
+from bench.staircase import table_rows as staircase_rows
 from models.artifacts import load_bundle, resolve
 from models.dataset import to_events, to_label_events
 from models.features import FeatureEngine, OfflineFeatures
@@ -216,6 +219,14 @@ def throughput(b: Bench, out: dict[str, Any]) -> None:
             out["stage2_cpu"] = {"records": rep["records"], "seconds": rep["active_s"],
                                  "per_s": rep["records"] / rep["active_s"], "peak_rss_mb": rep["peak_rss_mb"]}  # fmt: skip
             print(f"stage 2 on CPU: {rep['records'] / rep['active_s']:,.0f}/s, peak RSS {rep['peak_rss_mb']:.0f} MB", flush=True)
+
+    out["staircase"] = {}
+    for step, label in STEPS:
+        s = b.settings(b.env(f"step{step}"))
+        b.prefill(s, s.kafka.topics.transactions)
+        n, secs = run_step(step, s, b.n, f"bench-{b.run_id}-step{step}")
+        out["staircase"][step] = {"records": n, "seconds": secs, "per_s": n / secs}
+        print(f"step {label}: {n / secs:,.0f}/s", flush=True)
 
 
 class DecisionReader(threading.Thread):
@@ -422,6 +433,8 @@ def table(out: dict[str, Any]) -> str:
             ("stage 1, at-least-once", f"{out['stage1_at_least_once']['per_s']:,.0f} tx/s"),
             ("stage 1 / naive", f"{s1 / nv:.1f}x"),
             ("stage 1 / ceiling", f"{s1 / c:.0%}"),
+            ("stage 1's work added step by step, in this process:", ""),
+            *staircase_rows(out),
             ("stage 2 on CPU", f"{out['stage2_cpu']['per_s']:,.0f} rows/s"),
             (
                 "peak RSS stage 1 / stage 2",

@@ -8,20 +8,31 @@ from confluent_kafka import Message
 
 from stream.config import BatchSettings, KafkaSettings
 from stream.dlq import Record
-from stream.stage import StageLoop, StopFlag
+from stream.stage import Process, StageLoop, StopFlag
+
+
+def run_loop(kafka: KafkaSettings, topic: str, group: str, batch: BatchSettings, process: Process, n: int) -> tuple[int, float]:
+    """`process` in the stages' loop over the first n records of `topic`; returns (records, seconds
+    from first consume to last commit)."""
+    seen = [0]
+    stop = StopFlag()
+
+    def counted(msgs: Sequence[Message]) -> list[Record]:
+        out = process(msgs)
+        seen[0] += len(msgs)
+        if seen[0] >= n:
+            stop.set()
+        return out
+
+    loop = StageLoop(group, kafka, group, topic, f"{group}-tx", batch, counted)
+    stats = loop.run(stop, max_idle_s=10)
+    return stats.records, stats.active_s
 
 
 def run_ceiling(kafka: KafkaSettings, topic: str, out_topic: str, group: str, batch: BatchSettings, n: int) -> tuple[int, float]:
     """Pass every record through unchanged; returns (records, seconds from first consume to last commit)."""
-    seen = [0]
-    stop = StopFlag()
 
     def process(msgs: Sequence[Message]) -> list[Record]:
-        seen[0] += len(msgs)
-        if seen[0] >= n:
-            stop.set()
         return [(out_topic, m.key(), m.value(), []) for m in msgs]
 
-    loop = StageLoop("ceiling", kafka, group, topic, f"{group}-tx", batch, process)
-    stats = loop.run(stop, max_idle_s=10)
-    return stats.records, stats.active_s
+    return run_loop(kafka, topic, group, batch, process, n)

@@ -209,7 +209,7 @@ class Scorer:
 
     def score(self, decoded: Sequence[Decoded], raws: dict[tuple[int | None, int | None], bytes | None]) -> list[Record]:
         """Score decoded transactions: per A/B arm, its model version and thresholds; outputs in input order."""
-        events = [{**d.value, SOURCE_KEY: src} for d, src in zip(decoded, _source_ids(decoded), strict=True)]
+        events = [{**d.value, SOURCE_KEY: src} for d, src in zip(decoded, source_ids(decoded), strict=True)]
         x, repeats = self._features(events)
         decided_at = now_ms()
         out: list[Record] = []
@@ -317,7 +317,7 @@ class Scorer:
         return Level.SAFE_DEFAULT if (outcomes < 0).any() else Level.RULES
 
 
-def _source_ids(decoded: Sequence[Decoded]) -> list[int]:
+def source_ids(decoded: Sequence[Decoded]) -> list[int]:
     """Per record, a nonzero id of the delivery it came from (topic/partition/offset)."""
     ids = stable_hashes([f"{d.source.topic}/{d.source.partition}/{d.source.offset}" for d in decoded])
     ids[ids == 0] = 1

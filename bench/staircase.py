@@ -1,0 +1,73 @@
+"""Where stage 1's throughput goes, in the stages' own loop: the same records through the same
+consume → process → produce cycle (one transaction per batch), adding one part of the work
+at a time — Avro only, then the feature store, then XGBoost and routing (all of stage 1).
+Each step runs in this process on its own topics and its own copy of the feature state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+from confluent_kafka import Message
+
+from bench.ceiling import run_loop
+from models.features import SOURCE_KEY, FeatureEngine
+from stream.codec import Codec, Decoded
+from stream.config import Settings
+from stream.dlq import Record
+from stream.featurestore import RedisFeatureStore
+from stream.registry import ModelRegistry
+from stream.scorer import Scorer, decision_record, now_ms, source_ids
+
+STEPS = (
+    ("avro", "Avro only: decode each transaction, encode a decision"),
+    ("features", "+ feature store: one Redis read and one write per batch"),
+    ("stage1", "+ XGBoost, routing, band to the buffer topic (all of stage 1)"),
+)
+
+
+def _decisions(codec: Codec, topic: str, decoded: Sequence[Decoded]) -> list[Record]:
+    """A plain APPROVE per transaction, encoded as stage 1 encodes its decisions."""
+    now = now_ms()
+    return [
+        (topic, d.value["transaction_id"].encode(), codec.encode("Decision", decision_record(
+            d.value, "APPROVE", 0.0, 0.0, None, "XGB_APPROVE", [], "xgb", "bench", "A", d.source.timestamp_ms, now)), [])
+        for d in decoded
+    ]  # fmt: skip
+
+
+def step_process(step: str, s: Settings, store: RedisFeatureStore) -> Callable[[Sequence[Message]], list[Record]]:
+    codec = Codec()
+    if step == "stage1":
+        models = ModelRegistry(s.model.dir, s.model.version, deep=False, threads=s.scorer.threads)
+        scorer = Scorer(codec, store, models, s.kafka.topics, s.scorer, s.fallback, lambda: True)
+        scorer.warm_up()
+        return scorer.process
+
+    def process(msgs: Sequence[Message]) -> list[Record]:
+        oks = codec.decode_messages("Transaction", msgs).oks
+        if step == "features":
+            store.features([{**d.value, SOURCE_KEY: src} for d, src in zip(oks, source_ids(oks), strict=True)])
+        return _decisions(codec, s.kafka.topics.decisions, oks)
+
+    return process
+
+
+def run_step(step: str, s: Settings, n: int, group: str) -> tuple[int, float]:
+    """One step over the n records pre-filled in s's transactions topic."""
+    client = redis.Redis.from_url(s.redis.url)
+    store = RedisFeatureStore(client, s.redis.namespace, s.redis.ttl_days, FeatureEngine(7))
+    store.warm_up()
+    try:
+        return run_loop(s.kafka, s.kafka.topics.transactions, group, s.scorer.batch, step_process(step, s, store), n)
+    finally:
+        client.close()
+
+
+def table_rows(out: dict[str, Any]) -> list[tuple[str, str]]:
+    """Table rows of the steps, as throughput and share of the ceiling."""
+    ceiling, steps = out["ceiling"]["per_s"], out.get("staircase", {})
+    rates = [(label, steps[step]["per_s"]) for step, label in STEPS if step in steps]
+    return [(f"  {label}", f"{rate:,.0f} tx/s ({rate / ceiling:.0%} of ceiling)") for label, rate in rates]
