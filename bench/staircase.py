@@ -6,7 +6,7 @@ Each step runs in this process on its own topics and its own copy of the feature
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -20,6 +20,7 @@ from stream.dlq import Record
 from stream.featurestore import RedisFeatureStore
 from stream.registry import ModelRegistry
 from stream.scorer import Scorer, decision_record, now_ms, source_ids
+from stream.stage import Process
 
 STEPS = (
     ("avro", "Avro only: decode each transaction, encode a decision"),
@@ -38,7 +39,7 @@ def _decisions(codec: Codec, topic: str, decoded: Sequence[Decoded]) -> list[Rec
     ]  # fmt: skip
 
 
-def step_process(step: str, s: Settings, store: RedisFeatureStore) -> Callable[[Sequence[Message]], list[Record]]:
+def step_process(step: str, s: Settings, store: RedisFeatureStore) -> Process:
     codec = Codec()
     if step == "stage1":
         models = ModelRegistry(s.model.dir, s.model.version, deep=False, threads=s.scorer.threads)
