@@ -58,6 +58,25 @@ def down() -> None:
 
 
 @app.command()
+def topics(config: ConfigOpt = None) -> None:
+    """Create the pipeline's topics (those missing) and wait until the broker serves every partition."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from stream.topics import ensure_topics, pipeline_topics
+
+    settings = _settings(config)
+    names = pipeline_topics(settings.kafka)
+    try:
+        ensure_topics(settings.kafka, names)
+        meta = AdminClient(settings.kafka.admin_config()).list_topics(timeout=15).topics
+    except (FraudstreamError, KafkaException) as exc:
+        raise _fail(exc) from exc
+    for name in names:
+        console.print(f"{name}: {len(meta[name].partitions)} partitions, served")
+
+
+@app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Parquet file for transactions; labels go beside it")] = Path(
         "data/transactions.parquet"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from typer.testing import CliRunner
 
+from stream.cli import app
 from stream.codec import Codec
 from stream.config import KafkaSettings
 from stream.errors import BrokerError
@@ -45,6 +47,17 @@ def test_new_topics_take_records_as_soon_as_ensure_topics_returns(infra: LocalIn
     finally:
         consumer.close()
     assert set(marks.values()) == {(0, 1)}, marks
+
+
+def test_topics_command_creates_the_pipeline_topics_and_reports_them_served(infra: LocalInfra, uid: str) -> None:
+    names = {k: f"{k}-cli-{uid}" for k in ("transactions", "ambiguous", "decisions", "labels", "dlq", "shadow")}
+    env = {"FRAUDSTREAM_KAFKA_BOOTSTRAP": infra.bootstrap,
+           "FRAUDSTREAM_KAFKA__TOPICS": "{" + ", ".join(f"{k}: {v}" for k, v in names.items()) + "}"}  # fmt: skip
+    result = CliRunner().invoke(app, ["topics"], env=env)
+    assert result.exit_code == 0, result.output
+    assert all(f"{name}: 4 partitions, served" in result.output for name in names.values())
+    meta = AdminClient(KafkaSettings(bootstrap=infra.bootstrap).admin_config()).list_topics(timeout=10).topics
+    assert all(len(meta[name].partitions) == 4 for name in names.values())
 
 
 def test_a_topic_the_broker_never_serves_is_named(infra: LocalInfra, uid: str) -> None:
