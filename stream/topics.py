@@ -14,7 +14,9 @@ from stream.config import KafkaSettings
 from stream.errors import BrokerError
 
 
-def ensure_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int | None = None, ready_s: float = 30.0) -> None:
+def ensure_topics(
+    kafka: KafkaSettings, names: Iterable[str], partitions: int | None = None, ready_s: float = 30.0, connect_s: float = 15.0
+) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are), then wait
     until the broker serves every partition of every topic named.
 
@@ -25,7 +27,10 @@ def ensure_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int | 
     """
     admin = AdminClient(kafka.admin_config())
     wanted = sorted(set(names))
-    existing = admin.list_topics(timeout=15).topics
+    try:
+        existing = admin.list_topics(timeout=connect_s).topics
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach the broker at {kafka.bootstrap}: {exc.args[0].str()}") from exc
     missing = [n for n in wanted if n not in existing]
     if missing:
         futures = admin.create_topics(
@@ -41,13 +46,20 @@ def ensure_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int | 
     wait_served(admin, wanted, ready_s)
 
 
+# Errors that no amount of waiting turns into a served partition.
+_NEVER_SERVED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED}
+
+
 def wait_served(admin: AdminClient, topics: list[str], timeout_s: float) -> None:
     """Until each partition of `topics` answers an end-offset query from its leader; BrokerError
     naming what is still not served after timeout_s."""
     deadline = time.monotonic() + timeout_s
     pending: list[TopicPartition] = []
     while True:
-        meta = admin.list_topics(timeout=max(deadline - time.monotonic(), 1.0)).topics
+        try:
+            meta = admin.list_topics(timeout=max(deadline - time.monotonic(), 1.0)).topics
+        except KafkaException as exc:
+            raise BrokerError(f"cannot read the broker's metadata: {exc.args[0].str()}") from exc
         known = [t for t in topics if t in meta and meta[t].error is None and meta[t].partitions]
         parts = [TopicPartition(t, p) for t in known for p in sorted(meta[t].partitions)]
         pending = [TopicPartition(t, -1) for t in topics if t not in known]
@@ -57,7 +69,9 @@ def wait_served(admin: AdminClient, topics: list[str], timeout_s: float) -> None
             for tp, fut in futures.items():
                 try:
                     fut.result()
-                except KafkaException:
+                except KafkaException as exc:
+                    if exc.args[0].code() in _NEVER_SERVED:  # waiting cannot help
+                        raise BrokerError(f"{tp.topic}[{tp.partition}] cannot be queried: {exc.args[0].str()}") from exc
                     pending.append(tp)
         if not pending:
             return

@@ -11,7 +11,7 @@ from stream.cli import app
 from stream.codec import Codec
 from stream.config import KafkaSettings
 from stream.errors import BrokerError
-from stream.testing import LocalInfra, sample_transaction
+from stream.testing import LocalInfra, free_port, sample_transaction
 from stream.topics import ensure_topics, wait_served
 
 pytestmark = pytest.mark.integration
@@ -58,6 +58,12 @@ def test_topics_command_creates_the_pipeline_topics_and_reports_them_served(infr
     assert all(f"{name}: 4 partitions, served" in result.output for name in names.values())
     meta = AdminClient(KafkaSettings(bootstrap=infra.bootstrap).admin_config()).list_topics(timeout=10).topics
     assert all(len(meta[name].partitions) == 4 for name in names.values())
+
+
+def test_an_unreachable_broker_is_named_in_one_error() -> None:
+    kafka = KafkaSettings(bootstrap=f"127.0.0.1:{free_port()}")
+    with pytest.raises(BrokerError, match=f"cannot reach the broker at {kafka.bootstrap}"):
+        ensure_topics(kafka, ["anything"], connect_s=2.0)
 
 
 def test_a_topic_the_broker_never_serves_is_named(infra: LocalInfra, uid: str) -> None:
