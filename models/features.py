@@ -81,13 +81,10 @@ RING_DTYPE = np.dtype("<i4")
 TX, FRAUD = 1, 2  # ring columns
 
 
-def stable_hash(text: str) -> int:
-    """A 64-bit hash that is the same in every process (unlike `hash`)."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
 def stable_hashes(texts: Iterable[str]) -> np.ndarray:
-    """`stable_hash` of each text, as uint64 (one buffer rather than an int per text)."""
+    """A 64-bit hash of each text that is the same in every process (unlike `hash`), as uint64:
+    the 8-byte BLAKE2b digest of its UTF-8, little-endian. Stored in customer histories, so
+    it must never change."""
     digests = b"".join([hashlib.blake2b(t.encode(), digest_size=8).digest() for t in texts])
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 

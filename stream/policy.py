@@ -12,7 +12,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from models.features import stable_hash
+from models.features import stable_hashes
 
 
 class Route(IntEnum):
@@ -50,7 +50,7 @@ def assign_arms(customer_ids: Sequence[str], arms: Sequence[Arm]) -> np.ndarray:
         return np.zeros(len(customer_ids), dtype=np.int8)
     edges = np.cumsum([a.share for a in arms])
     edges = edges / edges[-1]
-    u = np.array([stable_hash(c) % 10_000 for c in customer_ids], dtype=np.float64) / 10_000
+    u = (stable_hashes(customer_ids) % 10_000).astype(np.float64) / 10_000
     return np.searchsorted(edges, u, side="right").clip(0, len(arms) - 1).astype(np.int8)
 
 

@@ -54,7 +54,6 @@ def wait_served(admin: AdminClient, topics: list[str], timeout_s: float) -> None
     """Until each partition of `topics` answers an end-offset query from its leader; BrokerError
     naming what is still not served after timeout_s."""
     deadline = time.monotonic() + timeout_s
-    pending: list[TopicPartition] = []
     while True:
         try:
             meta = admin.list_topics(timeout=max(deadline - time.monotonic(), 1.0)).topics
