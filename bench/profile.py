@@ -23,12 +23,10 @@ import redis
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
 from bench.__main__ import Bench
+from bench.staircase import in_process_scorer
 from models.features import FeatureEngine
-from stream.codec import Codec
 from stream.config import load_settings
 from stream.featurestore import RedisFeatureStore
-from stream.registry import ModelRegistry
-from stream.scorer import Scorer
 
 # (label, function as pstats names it: file suffix, function name), cumulative time each.
 PARTS = (
@@ -60,9 +58,7 @@ def main() -> None:
     store = RedisFeatureStore(client, namespace, settings.redis.ttl_days, FeatureEngine(7))
     store.backfill(b.offline)
     store.heartbeat("deep", 3600)  # the band goes to the buffer topic, as with the deep stage up
-    models = ModelRegistry(settings.model.dir, settings.model.version, deep=False, threads=settings.scorer.threads)
-    scorer = Scorer(Codec(), store, models, settings.kafka.topics, settings.scorer, settings.fallback, lambda: True)
-    scorer.warm_up()
+    scorer = in_process_scorer(settings, store)
     now = (TIMESTAMP_CREATE_TIME, int(time.time() * 1000))
     records = [Message(topic="bench.profile.transactions", partition=0, offset=i, key=e["customer_id"].encode(), value=v,
                        timestamp=now) for i, (e, v) in enumerate(zip(b.events, b.values, strict=True))]  # fmt: skip

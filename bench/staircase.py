@@ -39,13 +39,19 @@ def _decisions(codec: Codec, topic: str, decoded: Sequence[Decoded]) -> list[Rec
     ]  # fmt: skip
 
 
+def in_process_scorer(s: Settings, store: RedisFeatureStore) -> Scorer:
+    """Stage 1's Scorer in this process, warmed up, with the deep stage counted as up (the band
+    goes to the buffer topic): no metrics endpoint, no health thread."""
+    models = ModelRegistry(s.model.dir, s.model.version, deep=False, threads=s.scorer.threads)
+    scorer = Scorer(Codec(), store, models, s.kafka.topics, s.scorer, s.fallback, lambda: True)
+    scorer.warm_up()
+    return scorer
+
+
 def step_process(step: str, s: Settings, store: RedisFeatureStore) -> Process:
-    codec = Codec()
     if step == "stage1":
-        models = ModelRegistry(s.model.dir, s.model.version, deep=False, threads=s.scorer.threads)
-        scorer = Scorer(codec, store, models, s.kafka.topics, s.scorer, s.fallback, lambda: True)
-        scorer.warm_up()
-        return scorer.process
+        return in_process_scorer(s, store).process
+    codec = Codec()
 
     def process(msgs: Sequence[Message]) -> list[Record]:
         oks = codec.decode_messages("Transaction", msgs).oks

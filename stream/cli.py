@@ -60,20 +60,15 @@ def down() -> None:
 @app.command()
 def topics(config: ConfigOpt = None) -> None:
     """Create the pipeline's topics (those missing) and wait until the broker serves every partition."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
     from stream.topics import ensure_topics, pipeline_topics
 
     settings = _settings(config)
-    names = pipeline_topics(settings.kafka)
     try:
-        ensure_topics(settings.kafka, names)
-        meta = AdminClient(settings.kafka.admin_config()).list_topics(timeout=15).topics
-    except (FraudstreamError, KafkaException) as exc:
+        served = ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
+    except FraudstreamError as exc:
         raise _fail(exc) from exc
-    for name in names:
-        console.print(f"{name}: {len(meta[name].partitions)} partitions, served")
+    for name, partitions in served.items():
+        console.print(f"{name}: {partitions} partitions, served")
 
 
 @app.command()

@@ -16,9 +16,9 @@ from stream.errors import BrokerError
 
 def ensure_topics(
     kafka: KafkaSettings, names: Iterable[str], partitions: int | None = None, ready_s: float = 30.0, connect_s: float = 15.0
-) -> None:
+) -> dict[str, int]:
     """Create the topics that do not exist yet (existing ones are left as they are), then wait
-    until the broker serves every partition of every topic named.
+    until the broker serves every partition of every topic named; returns each one's partition count.
 
     The wait matters: a topic exists for the controller a moment before its partitions exist
     on the broker, and records produced in between by an idempotent producer can be
@@ -43,16 +43,16 @@ def ensure_topics(
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise BrokerError(f"could not create topic {name}: {exc}") from exc
-    wait_served(admin, wanted, ready_s)
+    return wait_served(admin, wanted, ready_s)
 
 
 # Errors that no amount of waiting turns into a served partition.
 _NEVER_SERVED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED}
 
 
-def wait_served(admin: AdminClient, topics: list[str], timeout_s: float) -> None:
-    """Until each partition of `topics` answers an end-offset query from its leader; BrokerError
-    naming what is still not served after timeout_s."""
+def wait_served(admin: AdminClient, topics: list[str], timeout_s: float) -> dict[str, int]:
+    """Until each partition of `topics` answers an end-offset query from its leader; returns each
+    topic's partition count, BrokerError naming what is still not served after timeout_s."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -73,7 +73,7 @@ def wait_served(admin: AdminClient, topics: list[str], timeout_s: float) -> None
                         raise BrokerError(f"{tp.topic}[{tp.partition}] cannot be queried: {exc.args[0].str()}") from exc
                     pending.append(tp)
         if not pending:
-            return
+            return {t: len(meta[t].partitions) for t in topics}
         if time.monotonic() >= deadline:
             names = ", ".join(sorted({f"{tp.topic}[{tp.partition}]" if tp.partition >= 0 else tp.topic for tp in pending}))
             raise BrokerError(f"topics not served by the broker after {timeout_s:.0f} s: {names}")

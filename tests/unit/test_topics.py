@@ -48,7 +48,7 @@ class FakeAdmin:
 
 def test_returns_once_every_partition_answers() -> None:
     admin = FakeAdmin({"a": 2, "b": 1}, failing={("a", 1): KafkaError.NOT_LEADER_FOR_PARTITION}, fail_rounds=3)
-    wait_served(admin, ["a", "b"], timeout_s=5.0)  # type: ignore[arg-type]
+    assert wait_served(admin, ["a", "b"], timeout_s=5.0) == {"a": 2, "b": 1}  # type: ignore[arg-type]
     assert admin.queries == 4
 
 
