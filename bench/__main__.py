@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,7 +477,8 @@ def main() -> None:
     ensure_model(settings, Console())
     b = Bench(settings, args.records, run_id)
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                       "python": platform.python_version()}, "records": args.records}  # fmt: skip
+                                       "python": platform.python_version()}, "records": args.records,
+                           "overrides": overrides(os.environ)}  # fmt: skip
     if {"throughput", "pipeline"} & set(args.parts):
         warm_broker(b, out)
     if "throughput" in args.parts:
@@ -489,6 +491,11 @@ def main() -> None:
     text = table(out)
     print(text)
     write_results("bench", run_id, out)
+
+
+def overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings a run changed through the environment (empty: the defaults), secrets masked."""
+    return {k: "***" if "PASSWORD" in k else v for k, v in sorted(environ.items()) if k.startswith("FRAUDSTREAM_")}
 
 
 def write_results(kind: str, run_id: str, out: dict[str, Any]) -> Path:

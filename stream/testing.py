@@ -3,6 +3,7 @@ unique names, and a starter for the local infrastructure scripts."""
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import uuid
@@ -88,6 +89,9 @@ def local_infra(run_dir: Path) -> Iterator[LocalInfra]:
     try:
         yield LocalInfra(f"127.0.0.1:{kafka_port}", f"redis://127.0.0.1:{redis_port}/0", run_dir)
     finally:
+        # Clients still waiting for the collector (held in reference cycles) would otherwise
+        # outlive the broker and log connection errors until the interpreter exits.
+        gc.collect()
         run_infra("down", env)
 
 
