@@ -1,0 +1,70 @@
+"""What the wire format costs per record, without Kafka or Redis: the bench's simulated
+transactions through the codec, one record at a time as the stages do, against fastavro's
+own reader and against one Avro container block (no call per record).
+
+    python -m bench.codec [--records 20000]
+
+The block read is the floor for anything that still builds one Python dict per record: if
+it is close to the per-record reader, the time goes into the objects, not into the calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import timeit
+from collections.abc import Callable
+
+from fastavro import reader, schemaless_reader, writer
+
+from models.dataset import to_events
+from models.features import FEATURE_NAMES
+from models.simulator import SimConfig, simulate
+from schemas import wire
+from stream.codec import Codec, unframe
+from stream.scorer import decision_record
+
+# Four reasons, as a flagged decision carries: (feature, value, contribution).
+REASONS = [(name, 3.5, 0.8 - 0.2 * i) for i, name in enumerate(FEATURE_NAMES[:4])]
+
+
+def per_record_us(fn: Callable[[], object], records: int, repeat: int = 5) -> float:
+    """Best of `repeat` runs of fn (which handles `records` records), in µs per record."""
+    return min(timeit.repeat(fn, number=1, repeat=repeat)) / records * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=20_000)
+    args = parser.parse_args()
+    codec = Codec()
+    events = [{k: v for k, v in e.items() if k not in ("is_fraud", "scenario")}
+              for e in to_events(simulate(SimConfig(seed=0)).transactions.iloc[-args.records :])]  # fmt: skip
+    n = len(events)
+    raws = [codec.encode("Transaction", e) for e in events]
+    bodies = [unframe(r)[1] for r in raws]
+    schema = wire("Transaction")
+    block = io.BytesIO()
+    writer(block, schema, events, codec="null", sync_interval=1 << 30)
+    block_bytes = block.getvalue()
+    approve = [decision_record(e, "APPROVE", 0.01, 0.01, None, "XGB_APPROVE", [], "xgb", "v1", "A", 0, 1) for e in events]
+    flagged = [decision_record(e, "BLOCK", 0.97, 0.97, None, "XGB_BLOCK", REASONS, "xgb", "v1", "A", 0, 1) for e in events]
+
+    rows = [
+        ("decode a transaction (Codec.decode: framing, reader, contract checks)",
+         per_record_us(lambda: [codec.decode("Transaction", r) for r in raws], n)),
+        ("  fastavro's reader alone, one call per record",
+         per_record_us(lambda: [schemaless_reader(io.BytesIO(b), schema, None) for b in bodies], n)),
+        ("  the same records as one container block (no call per record)",
+         per_record_us(lambda: list(reader(io.BytesIO(block_bytes))), n)),
+        ("encode an APPROVE decision (Codec.encode)", per_record_us(lambda: [codec.encode("Decision", d) for d in approve], n)),
+        ("encode a decision with four reasons", per_record_us(lambda: [codec.encode("Decision", d) for d in flagged], n)),
+    ]  # fmt: skip
+    print(f"{n:,} simulated transactions, {sum(map(len, raws)) / n:.0f} bytes each on the wire")
+    width = max(len(label) for label, _ in rows)
+    for label, us in rows:
+        print(f"{label.ljust(width)}  {us:5.2f} µs per record")
+
+
+if __name__ == "__main__":
+    main()
