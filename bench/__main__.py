@@ -494,8 +494,9 @@ def main() -> None:
 
 
 def overrides(environ: Mapping[str, str]) -> dict[str, str]:
-    """The settings a run changed through the environment (empty: the defaults), secrets masked."""
-    return {k: "***" if "PASSWORD" in k else v for k, v in sorted(environ.items()) if k.startswith("FRAUDSTREAM_")}
+    """The settings a run changed through the environment (empty: the defaults); passwords and
+    URLs carrying credentials masked."""
+    return {k: "***" if "PASSWORD" in k or "@" in v else v for k, v in sorted(environ.items()) if k.startswith("FRAUDSTREAM_")}
 
 
 def write_results(kind: str, run_id: str, out: dict[str, Any]) -> Path:
