@@ -6,6 +6,8 @@ own reader and against one Avro container block (no call per record).
 
 The block read is the floor for anything that still builds one Python dict per record: if
 it is close to the per-record reader, the time goes into the objects, not into the calls.
+The last rows decode whole batches into columns with numpy (a sketch, `bench/columnar.py`,
+first checked to give fastavro's records): what decoding costs without per-record objects.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import argparse
 import io
 import timeit
 from collections.abc import Callable
+from functools import partial
 
 from fastavro import reader, schemaless_reader, writer
 
+from bench.columnar import decode_columns, to_records
 from models.dataset import to_events
 from models.features import FEATURE_NAMES
 from models.simulator import SimConfig, simulate
@@ -33,9 +37,15 @@ def per_record_us(fn: Callable[[], object], records: int, repeat: int = 5) -> fl
     return min(timeit.repeat(fn, number=1, repeat=repeat)) / records * 1e6
 
 
+def _decode_all(batches: list[list[bytes]]) -> None:
+    for batch in batches:
+        decode_columns(batch)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 50, 500], help="batch sizes of the columnar sketch")
     args = parser.parse_args()
     codec = Codec()
     events = [{k: v for k, v in e.items() if k not in ("is_fraud", "scenario")}
@@ -50,6 +60,9 @@ def main() -> None:
     approve = [decision_record(e, "APPROVE", 0.01, 0.01, None, "XGB_APPROVE", [], "xgb", "v1", "A", 0, 1) for e in events]
     flagged = [decision_record(e, "BLOCK", 0.97, 0.97, None, "XGB_BLOCK", REASONS, "xgb", "v1", "A", 0, 1) for e in events]
 
+    # The numpy sketch (bench/columnar.py) must give fastavro's records before its time counts.
+    if to_records(*decode_columns(bodies)) != [schemaless_reader(io.BytesIO(b), schema, None) for b in bodies]:
+        raise SystemExit("the columnar sketch does not decode as fastavro does")
     rows = [
         ("decode a transaction (Codec.decode: framing, reader, contract checks)",
          per_record_us(lambda: [codec.decode("Transaction", r) for r in raws], n)),
@@ -57,9 +70,15 @@ def main() -> None:
          per_record_us(lambda: [schemaless_reader(io.BytesIO(b), schema, None) for b in bodies], n)),
         ("  the same records as one container block (no call per record)",
          per_record_us(lambda: list(reader(io.BytesIO(block_bytes))), n)),
+    ]  # fmt: skip
+    for size in args.sizes:
+        batches = [bodies[i : i + size] for i in range(0, n - size + 1, size)]
+        rows.append((f"  columns in numpy, batches of {size} (bench/columnar.py)",
+                     per_record_us(partial(_decode_all, batches), len(batches) * size)))  # fmt: skip
+    rows += [
         ("encode an APPROVE decision (Codec.encode)", per_record_us(lambda: [codec.encode("Decision", d) for d in approve], n)),
         ("encode a decision with four reasons", per_record_us(lambda: [codec.encode("Decision", d) for d in flagged], n)),
-    ]  # fmt: skip
+    ]
     print(f"{n:,} simulated transactions, {sum(map(len, raws)) / n:.0f} bytes each on the wire")
     width = max(len(label) for label, _ in rows)
     for label, us in rows:
