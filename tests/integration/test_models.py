@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,28 @@ def test_loaded_model_scores_micro_batches_through_its_forest_exactly(saved: Pat
         m, lv = bundle.forest.predict(x[start : start + 1 + start % xgbm.FOREST_MAX_ROWS])
         np.testing.assert_array_equal(m, whole[start : start + len(m)])
         np.testing.assert_array_equal(lv, leaves[start : start + len(m)])
+
+
+# What stage 1's process loads: the CLI, the scorer's wiring, a model without its deep part, a
+# scored micro-batch. torch would take the scorer from about 150 MB to over a gigabyte.
+_STAGE_ONE = """
+import sys
+from pathlib import Path
+import numpy as np
+import stream.cli, stream.services
+from models.features import N_FEATURES
+from stream.registry import ModelRegistry
+bundle = ModelRegistry(Path(sys.argv[1]).parent, "v1", deep=False).current()
+assert bundle.forest is not None
+bundle.forest.predict(np.zeros((4, N_FEATURES), dtype=np.float32))
+print(sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "pandas", "pyarrow", "matplotlib"}))
+"""
+
+
+def test_stage_one_never_imports_torch_or_dataframes(saved: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _STAGE_ONE, str(saved)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"  # the lines before it are logs
 
 
 def test_artifacts_load_without_pickle_and_reject_damage(saved: Path, tmp_path: Path) -> None:
