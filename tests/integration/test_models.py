@@ -67,7 +67,8 @@ import numpy as np
 import stream.cli, stream.services
 from models.features import N_FEATURES
 from stream.registry import ModelRegistry
-bundle = ModelRegistry(Path(sys.argv[1]).parent, "v1", deep=False).current()
+model = Path(sys.argv[1])
+bundle = ModelRegistry(model.parent, model.name, deep=False).current()
 assert bundle.forest is not None
 bundle.forest.predict(np.zeros((4, N_FEATURES), dtype=np.float32))
 print(sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "pandas", "pyarrow", "matplotlib"}))
