@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 INFRA := deploy/local/infra.sh
 
-.PHONY: compose-check k8s-check install prepare up down status demo test lint types unit integration e2e gpu bench clean
+.PHONY: compose-check k8s-check install prepare up down status reset demo test lint types unit integration e2e gpu bench chaos clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ down:
 status:
 	PYTHON=$(PY) bash $(INFRA) status
 
+# The broker keeps its data across `up`/`down` and crashes; this deletes it (services stopped).
+reset:
+	PYTHON=$(PY) bash $(INFRA) reset
+
 demo: up
 	$(BIN)/fraudstream demo
 
@@ -63,6 +67,13 @@ gpu: $(STAMP)
 
 bench: up
 	$(PY) -m bench
+
+# The long chaos run: its own broker and Redis, the three services as processes, faults
+# drawn from SEED for MINUTES; prints the table, writes JSON under out/chaos/.
+SEED ?= $(shell date +%s)
+MINUTES ?= 20
+chaos: prepare
+	$(PY) -m stream.chaos --seed $(SEED) --minutes $(MINUTES) --out out/chaos
 
 clean: down
 	rm -rf .run artifacts data out bench/results

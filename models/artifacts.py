@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,9 @@ DEEP_FILE = "deep.pt"
 MLP_FILE = "mlp_only.pt"
 SPEC_FILE = "feature_spec.json"
 MANIFEST = "manifest.json"
+# A version is a folder name under the artifacts root, never a path: no separators, no
+# leading dot (so neither `..` nor a hidden folder), at most 64 characters.
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CURRENT = "CURRENT"  # a file in the artifacts root naming the promoted version
 
 
@@ -152,8 +156,19 @@ def _load_net(path: Path, arch_dict: Any) -> HybridNet:
 def load_bundle(path: Path, deep: bool = True) -> ModelBundle:
     """Load and verify a version folder; ArtifactError says what is wrong.
 
-    deep=False skips the torch models (and torch itself): what stage 1 needs.
+    deep=False skips the torch models (and torch itself): what stage 1 needs. Whatever is
+    wrong with the folder — unreadable files, a manifest of the wrong shape — is an
+    ArtifactError: a bad deploy must degrade a service, never crash it.
     """
+    try:
+        return _load_bundle(path, deep)
+    except ArtifactError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: unusable model version: {type(exc).__name__}: {exc}") from exc
+
+
+def _load_bundle(path: Path, deep: bool) -> ModelBundle:
     manifest_path = path / MANIFEST
     if not manifest_path.exists():
         raise ArtifactError(f"{path}: no {MANIFEST} (not a model version folder)")
@@ -207,18 +222,36 @@ def list_versions(root: Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda m: (str(m.get("created", "")), str(m.get("version"))))
 
 
+def check_version(version: str) -> str:
+    """`version` when it is a valid version name; ArtifactError naming it otherwise."""
+    if not VERSION_PATTERN.fullmatch(version) or version == "latest":
+        shown = version if len(version) <= 80 else version[:80] + "..."
+        raise ArtifactError(
+            f"model version {shown!r} is not a version name (letters, digits, '.', '_', '-'; no path separators)"
+        )
+    return version
+
+
+def version_path(root: Path, version: str) -> Path:
+    """The folder of a named version under `root` (the name validated: never a path outside it)."""
+    return root / check_version(version)
+
+
 def resolve(root: Path, version: str) -> Path:
     """The folder of `version`; 'latest' is the promoted one, else the newest."""
     if version == "latest":
         pointer = root / CURRENT
         if pointer.exists():
-            version = pointer.read_text().strip()
+            try:
+                version = pointer.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ArtifactError(f"{pointer}: unreadable ({exc})") from exc
         else:
             versions = [m for m in list_versions(root) if "error" not in m]
             if not versions:
                 raise ArtifactError(f"no model versions under {root}: run `fraudstream train` first")
             version = str(versions[-1]["version"])
-    path = root / version
+    path = version_path(root, version)
     if not (path / MANIFEST).exists():
         raise ArtifactError(f"model version {version!r} not found under {root}")
     return path
@@ -226,7 +259,7 @@ def resolve(root: Path, version: str) -> Path:
 
 def promote(root: Path, version: str) -> None:
     """Make `version` the one services load as 'latest' (atomically)."""
-    load_bundle(root / version)  # refuse to promote what cannot load
+    load_bundle(version_path(root, version))  # refuse to promote what cannot load
     tmp = root / f".{CURRENT}.tmp"
     tmp.write_text(version)
     tmp.replace(root / CURRENT)

@@ -10,6 +10,14 @@ batch's first offsets, so the batch is processed again and nothing is lost. A re
 that fails on a partition the consumer still owns stops the stage (RewindError): going
 on would commit offsets past the batch; the restart resumes from the committed ones.
 
+Errors are read as librdkafka classifies them. A retriable error (a timeout while the
+broker is away) repeats the same call — for commit_transaction that resumes the commit
+in progress, as librdkafka asks; aborting instead would conflict with it. An abortable
+error aborts and rewinds. A fatal one (the producer fenced), a commit that cannot be
+resumed within `resume_s`, or an abort that cannot complete leaves the batch's outcome
+unknown: ClientResetError, on which the stage rebuilds its clients and resumes from the
+committed offsets, which say whether the batch committed.
+
 At-least-once, pipelined: a batch's outputs are produced and the loop moves on;
 its offsets are committed (asynchronously) once every output of it and of the
 batches before it is acknowledged. A failed delivery rewinds the consumer to the
@@ -20,16 +28,45 @@ outstanding deliveries and commits synchronously.
 
 from __future__ import annotations
 
-import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream.dlq import Record
-from stream.errors import BrokerError, RewindError
+from stream.errors import BrokerError, ClientResetError, RewindError
+
+log = structlog.get_logger("fraudstream.checkpoint")
+
+# How long one transactional call is repeated while librdkafka calls its error retriable.
+RESUME_S = 60.0
+TIMEOUT_S = 10.0  # per transactional call
+CALL_MARGIN_S = 5.0
+
+
+def bounded(what: str, call: Callable[[], None], limit_s: float) -> None:
+    """Run `call` on a daemon thread; its exception is re-raised here, and ClientResetError
+    when it has not returned within limit_s (the thread is abandoned with its client)."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the caller
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=what, daemon=True).start()
+    if not done.wait(limit_s):
+        raise ClientResetError(f"{what} did not return within {limit_s:.0f} s (the client is abandoned)")
+    if failure:
+        raise failure[0]
 
 
 def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
@@ -97,9 +134,12 @@ class Checkpoint:
         consumer: Consumer,
         producer: Producer,
         exactly_once: bool,
-        timeout_s: float = 30.0,
+        timeout_s: float = TIMEOUT_S,
         commit_interval_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        resume_s: float = RESUME_S,
+        stopping: Callable[[], bool] = lambda: False,
+        on_commit: Callable[[list[TopicPartition]], None] = lambda _offsets: None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -112,31 +152,67 @@ class Checkpoint:
         self.commit_interval_s = commit_interval_s
         self.clock = clock
         self._committed_at = clock()
+        self.resume_s = resume_s
+        self.stopping = stopping
+        self.on_commit = on_commit
         if exactly_once:
-            producer.init_transactions(timeout_s)
+            self._repeat("init_transactions", lambda: producer.init_transactions(timeout_s))
+
+    def _repeat(self, what: str, call: Callable[[], object]) -> None:
+        """`call`, repeated while it fails with an error librdkafka calls retriable (for at most
+        resume_s, and not once a stop is requested)."""
+        deadline = self.clock() + self.resume_s
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if err is None or err.fatal() or err.txn_requires_abort() or not err.retriable():
+                    raise
+                if self.stopping() or self.clock() >= deadline:
+                    raise
+                log.warning("transaction_call_retry", call=what, error=err.name())
+                time.sleep(0.2)
 
     def commit(self, messages: Sequence[Message], outputs: Sequence[Record]) -> None:
         """Steps 1-4 above for one batch (exactly-once), or hand the batch to the pipeline
-        (at-least-once); BrokerError after rewinding when it fails."""
+        (at-least-once); BrokerError after rewinding when it fails, ClientResetError when
+        its outcome is unknown."""
         if not self.exactly_once:
             self._pipeline(messages, outputs)
             return
         offsets = next_offsets(messages)
+        step = "begin_transaction"
         try:
             self.producer.begin_transaction()  # 1
             # Offsets before outputs: they touch only the group's offsets partition, so the
             # output partitions hold an open transaction — which keeps read_committed readers
             # of the whole partition waiting, the other stage's decisions included — for the
             # produce and the commit alone.
-            self.producer.send_offsets_to_transaction(  # 2
-                offsets, self.consumer.consumer_group_metadata(), self.timeout_s
-            )
+            step = "send_offsets_to_transaction"
+            metadata = self.consumer.consumer_group_metadata()
+            limit = self.timeout_s + CALL_MARGIN_S
+            send = lambda: self.producer.send_offsets_to_transaction(offsets, metadata, self.timeout_s)  # noqa: E731
+            self._repeat(step, lambda: bounded(step, send, limit))  # 2
+            step = "produce"
             for topic, key, value, headers in outputs:  # 3
                 produce(self.producer, topic, value, key, headers)
-            self.producer.commit_transaction(self.timeout_s)  # 4
+            step = "commit_transaction"
+            self._repeat(step, lambda: self.producer.commit_transaction(self.timeout_s))  # 4
+            self.on_commit(offsets)
         except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is not None and err.fatal():
+                raise ClientResetError(f"{step}: producer failed fatally: {exc}") from exc
+            if step == "begin_transaction":
+                # A local call: it fails only when the producer's transaction state is wrong.
+                raise ClientResetError(f"{step} refused: {exc}") from exc
+            if step == "commit_transaction" and err is not None and not err.txn_requires_abort():
+                # Neither committed nor known to be aborted (the resume ran out of time).
+                raise ClientResetError(f"{step} could not be resumed: {exc}") from exc
             self.abort(messages)
-            raise BrokerError(f"batch commit failed: {exc}") from exc
+            raise BrokerError(f"batch commit failed at {step}: {exc}") from exc
 
     def _pipeline(self, messages: Sequence[Message], outputs: Sequence[Record]) -> None:
         batch = _InFlight(messages, len(outputs))
@@ -168,6 +244,7 @@ class Checkpoint:
                     self.consumer.commit(offsets=offsets, asynchronous=False)
                 else:
                     self.consumer.commit(offsets=offsets, asynchronous=True)
+                self.on_commit(offsets)
             except KafkaException as exc:
                 # Not committed: the batches are already acknowledged, so a rewind would only
                 # duplicate them; the next commit carries later offsets of these partitions.
@@ -207,10 +284,15 @@ class Checkpoint:
 
     def abort(self, messages: Sequence[Message]) -> None:
         """Abort the open transaction (if any) and rewind to the batch's first offsets
-        (at-least-once: to the oldest batch in flight)."""
+        (at-least-once: to the oldest batch in flight). ClientResetError when the abort
+        cannot complete (the producer is then unusable)."""
         if self.exactly_once:
-            # No open transaction means nothing to abort.
-            with contextlib.suppress(KafkaException):
-                self.producer.abort_transaction(self.timeout_s)
+            try:
+                self._repeat("abort_transaction", lambda: self.producer.abort_transaction(self.timeout_s))
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                # _STATE: no transaction was open (it failed before or at begin): nothing to abort.
+                if err is None or err.code() != KafkaError._STATE:
+                    raise ClientResetError(f"abort_transaction failed: {exc}") from exc
         # A partition revoked meanwhile is resumed by its new owner from the committed offset.
         self._rewind(messages)

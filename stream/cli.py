@@ -273,31 +273,61 @@ def labels_cmd(config: ConfigOpt = None, instance: InstanceOpt = "0", exit_when_
 
 def spawn_services(config: Path | None, env: dict[str, str] | None = None) -> list[subprocess.Popen[bytes]]:
     """Start scorer, deep worker and label consumer as child processes."""
-    base = [sys.executable, "-m", "stream"]
+    return [_spawn(cmd, config, env) for cmd in SERVICES]
+
+
+SERVICES = ("score", "deep", "labels")
+
+
+def _spawn(cmd: str, config: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     extra = ["--config", str(config)] if config else []
-    return [
-        subprocess.Popen([*base, cmd, *extra], env=env)  # noqa: S603 - our own entry point
-        for cmd in ("score", "deep", "labels")
-    ]
+    return subprocess.Popen([sys.executable, "-m", "stream", cmd, *extra], env=env)  # noqa: S603 - our own entry point
 
 
 @app.command()
 def run(config: ConfigOpt = None) -> None:
-    """Both stages and the label consumer on one box, until Ctrl-C."""
+    """Both stages and the label consumer on one box, until Ctrl-C. A service that exits
+    on its own is restarted (after 1 s, doubling to 60 s while it keeps failing within a
+    minute of its start); Ctrl-C or SIGTERM stops them all."""
     _settings(config)
-    procs = spawn_services(config)
+    procs = dict(zip(SERVICES, spawn_services(config), strict=True))
+    started = dict.fromkeys(SERVICES, time.monotonic())
+    delay = dict.fromkeys(SERVICES, 1.0)
+    due: dict[str, float] = {}
+    stopping = [False]
+
+    def on_term(_signum: int, _frame: object) -> None:
+        stopping[0] = True
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
-        while all(p.poll() is None for p in procs):
+        while not stopping[0]:
+            now = time.monotonic()
+            for name, p in procs.items():
+                if p.poll() is None or name in due:
+                    continue
+                delay[name] = delay[name] * 2 if now - started[name] < 60 else 1.0
+                delay[name] = min(delay[name], 60.0)
+                due[name] = now + delay[name]
+                console.print(f"{name} exited with {p.returncode}; restarting in {delay[name]:.0f} s")
+            for name, at in list(due.items()):
+                if now >= at:
+                    del due[name]
+                    procs[name], started[name] = _spawn(name, config), now
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        for p in procs:
+        for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(30)
-    raise typer.Exit(max((p.returncode or 0) for p in procs))
+        for p in procs.values():
+            try:
+                p.wait(40)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    raise typer.Exit(max((p.returncode or 0) for p in procs.values()))
 
 
 @app.command()

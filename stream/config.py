@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from stream.errors import ConfigError
+from stream.kafkalog import kafka_logger
 from stream.rules import DEFAULT_RULES, Rule
 
 ENV_PREFIX = "FRAUDSTREAM_"
@@ -43,6 +44,12 @@ class Topics(_Strict):
     shadow: str = "fraud.decisions.shadow"
 
 
+# The largest record fraudstream produces (librdkafka's default, stated so that it is one
+# number): decisions and buffer records are a few hundred bytes, and a DLQ copy larger
+# than stream.dlq.MAX_DLQ_VALUE_BYTES goes without its value, so no output can exceed it.
+PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
+
+
 class KafkaSettings(_Strict):
     bootstrap: str = "127.0.0.1:9092"
     topics: Topics = Topics()
@@ -59,12 +66,19 @@ class KafkaSettings(_Strict):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     schema_registry_url: str | None = None
+    first_start: Literal["earliest", "latest"] = Field(
+        "earliest",
+        description="where a stage's group starts on a partition it has never committed; a partition whose "
+        "committed offset was lost (the group's progress mark says it had one) stops the stage instead",
+    )
     extra: dict[str, str | int | bool] = Field(default_factory=dict, description="raw librdkafka overrides")
 
     def _common(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap,
             "security.protocol": self.security_protocol,
+            # librdkafka's own log through structlog, rate-limited (stream.kafkalog).
+            "logger": kafka_logger(),
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
@@ -78,17 +92,27 @@ class KafkaSettings(_Strict):
         """librdkafka settings for the AdminClient."""
         return self._common() | {"client.id": "fraudstream-admin"}
 
-    def consumer_config(self, group_id: str, *, client_id: str = "fraudstream", instance_id: str | None = None) -> dict[str, Any]:
+    def consumer_config(
+        self,
+        group_id: str,
+        *,
+        client_id: str = "fraudstream",
+        instance_id: str | None = None,
+        offset_reset: Literal["earliest", "latest", "error"] = "earliest",
+    ) -> dict[str, Any]:
         """librdkafka settings for a consumer of our pipeline; the one translation point.
 
         With `instance_id` the consumer is a static group member: a restarted
         replica with the same id takes its partitions back without a rebalance.
+        The stages pass offset_reset="error": they place a partition without a committed
+        offset themselves (`stream.progress`), and an offset out of range is an error to
+        report, never a silent jump to the beginning.
         """
         conf = self._common() | {
             "group.id": group_id,
             "client.id": client_id,
             "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
+            "auto.offset.reset": offset_reset,
             "isolation.level": "read_committed",
             "max.poll.interval.ms": self.max_poll_interval_ms,
             "session.timeout.ms": self.session_timeout_ms,
@@ -108,6 +132,7 @@ class KafkaSettings(_Strict):
             "acks": "all",
             "linger.ms": 1,
             "compression.type": "lz4",
+            "message.max.bytes": PRODUCER_MAX_MESSAGE_BYTES,
         }
         if transactional_id is not None:
             conf["transactional.id"] = transactional_id
@@ -218,6 +243,7 @@ class DeepSettings(_Strict):
 
 class LabelSettings(_Strict):
     group_id: str = "fraudstream-labels"
+    transactional_id_prefix: str = "fraudstream-labels"
     batch: LabelBatch = LabelBatch()
 
 

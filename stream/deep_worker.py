@@ -1,5 +1,12 @@
 """Stage 2: the deep worker. Micro-batches the buffer topic through the hybrid
-model of the version stage 1 used for each record, and publishes decisions."""
+model of the version stage 1 used for each record, and publishes decisions.
+
+Every decodable buffer record gets a decision: records whose version cannot be used
+(missing, corrupt, not a version name, inconsistent leaves) are decided as
+XGB_FALLBACK from the XGBoost score stage 1 carried, as stage 1 does while the deep
+stage is down — REVIEW at or above the fallback cut-off, and REVIEW for all of them
+when no loadable version can tell the cut-off. Never dead-lettered, never approved
+by omission."""
 
 from __future__ import annotations
 
@@ -7,11 +14,12 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import structlog
 import torch
 from confluent_kafka import Message
 
 from models.features import FEATURE_NAMES
-from stream.codec import Codec, Decoded, Failure
+from stream.codec import Codec, Decoded
 from stream.config import DeepSettings, Topics
 from stream.dlq import Record, dlq_record
 from stream.errors import ArtifactError, ValidationError
@@ -20,6 +28,8 @@ from stream.policy import OUTCOME_NAMES, Outcome, Route, deep_outcomes, top_reas
 from stream.registry import ModelRegistry
 from stream.runtime import DeviceRunner, pick_device
 from stream.scorer import decision_record
+
+log = structlog.get_logger("fraudstream.deep")
 
 
 class DeepWorker:
@@ -38,7 +48,11 @@ class DeepWorker:
         if self.device.type == "cpu":
             torch.set_num_threads(settings.cpu_threads)
         self._runners: dict[str, DeviceRunner] = {}
-        self.runner(models.current().version).warm_up()
+        usable = models.usable
+        if usable is not None:
+            self.runner(usable.version).warm_up()
+        else:
+            log.warning("deep_worker_degraded_at_start", reason=models.broken)
 
     def runner(self, version: str) -> DeviceRunner:
         r = self._runners.get(version)
@@ -62,19 +76,32 @@ class DeepWorker:
             try:
                 out.extend(self.decide(version, group))
             except (ValidationError, ArtifactError) as exc:
-                # The whole group is unusable for this model: dead-letter it, keep the stream going.
-                raw = {(m.partition(), m.offset()): m.value() for m in messages}
-                out.extend(
-                    dlq_record(
-                        self.topics.dlq,
-                        Failure(raw.get((d.source.partition, d.source.offset)), type(exc).__name__, str(exc), d.source),
-                        "deep",
-                    )
-                    for d in group
-                )
+                # This version cannot decide the group: the carried XGBoost score does.
+                log.error("deep_version_unusable", version=version[:80], records=len(group), error=str(exc))
+                out.extend(self.fall_back(group))
         if self.metrics is not None:
             self.metrics.count_decisions(self.decided)
-            self.metrics.set_model(self.models.current().version)
+            usable = self.models.usable
+            if usable is not None:
+                self.metrics.set_model(usable.version)
+        return out
+
+    def fall_back(self, group: Sequence[Decoded]) -> list[Record]:
+        """XGB_FALLBACK decisions from the carried XGBoost scores (see the module docstring)."""
+        usable = self.models.usable
+        cut = usable.thresholds.fallback_review_above if usable is not None else None
+        decided = int(time.time() * 1000)
+        out: list[Record] = []
+        for d in group:
+            v = d.value
+            tx, p = v["transaction"], float(v["xgb_score"])
+            outcome = Outcome.REVIEW if cut is None or p >= cut else Outcome.APPROVE
+            rec = decision_record(
+                tx, OUTCOME_NAMES[outcome], p, p, None, Route.XGB_FALLBACK.name, [("xgb_score", p, 1.0)], "xgb",
+                str(v["model_version"])[:64], v["arm"], int(v["ingest_time"]), decided,
+            )  # fmt: skip
+            self.decided.append((rec["route"], rec["decision"], rec["latency_ms"]))
+            out.append((self.topics.decisions, tx["transaction_id"].encode(), self.codec.encode("Decision", rec), []))
         return out
 
     def decide(self, version: str, group: Sequence[Decoded]) -> list[Record]:

@@ -1,12 +1,24 @@
-"""Dead-letter records: the original bytes untouched, provenance in headers."""
+"""Dead-letter records: the original bytes untouched, provenance in headers.
+
+A record too large to copy whole (its bytes over MAX_DLQ_VALUE_BYTES, well inside the
+producer's `message.max.bytes`, see `stream.config.PRODUCER_MAX_MESSAGE_BYTES`) is
+dead-lettered without its value: the headers then carry its size and SHA-256
+(`payload.bytes`, `payload.sha256`, `payload.omitted`) beside the provenance, so the
+original can still be found and verified in the source topic. A DLQ record never
+fails for its size, so a poison pill can never become a retry loop.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from stream.codec import Failure
 
 Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]  # topic, key, value, headers
+
+MAX_DLQ_VALUE_BYTES = 512 * 1024
+MAX_DLQ_KEY_BYTES = 1024
 
 
 def dlq_record(dlq_topic: str, failure: Failure, stage: str, now_ms: int | None = None) -> Record:
@@ -22,7 +34,18 @@ def dlq_record(dlq_topic: str, failure: Failure, stage: str, now_ms: int | None 
         ("source.timestamp", str(src.timestamp_ms).encode()),
         ("dlq.timestamp", str(now_ms if now_ms is not None else int(time.time() * 1000)).encode()),
     ]
-    return (dlq_topic, src.key, failure.raw, headers)
+    value, key = failure.raw, src.key
+    if value is not None and len(value) > MAX_DLQ_VALUE_BYTES:
+        headers += [
+            ("payload.omitted", b"true"),
+            ("payload.bytes", str(len(value)).encode()),
+            ("payload.sha256", hashlib.sha256(value).hexdigest().encode()),
+        ]
+        value = None
+    if key is not None and len(key) > MAX_DLQ_KEY_BYTES:
+        headers.append(("key.sha256", hashlib.sha256(key).hexdigest().encode()))
+        key = None
+    return (dlq_topic, key, value, headers)
 
 
 def headers_dict(

@@ -7,7 +7,11 @@
     ├── TransientError         pause, back off, retry: the record is not lost
     │   ├── FeatureStoreError  Redis unreachable or timing out
     │   └── BrokerError        Kafka unreachable, fenced or timing out
+    │       └── ClientResetError  the transaction's outcome or the producer's state is unknown:
+    │                             the stage rebuilds its clients and resumes from committed offsets
     ├── RewindError            a batch to redo could not be rewound: the stage stops rather than skip it
+    ├── OffsetsError           a partition's position cannot be trusted (committed offset lost,
+    │                          or out of range): the stage stops rather than reprocess or skip
     ├── ConfigError            bad settings: fail at start, naming the key
     ├── ArtifactError          a model version that is missing, corrupt or mismatched
     └── DataError              training / evaluation input that cannot be used
@@ -26,11 +30,13 @@ from models.errors import ArtifactError, DataError, FraudstreamError
 __all__ = [
     "ArtifactError",
     "BrokerError",
+    "ClientResetError",
     "ConfigError",
     "DataError",
     "DecodeError",
     "FeatureStoreError",
     "FraudstreamError",
+    "OffsetsError",
     "PoisonError",
     "RewindError",
     "TransientError",
@@ -65,6 +71,19 @@ class FeatureStoreError(TransientError):
 
 class BrokerError(TransientError):
     """Kafka could not serve a produce, commit or transaction call."""
+
+
+class ClientResetError(BrokerError):
+    """The producer is fenced or fatally failed, or a commit could neither be resumed nor
+    aborted: whether the batch committed is unknown. The stage drops the batch, rebuilds its
+    producer (whose init fences the old one and settles its transaction) and consumer, and
+    resumes from the committed offsets — so the batch is redone exactly when it did not commit."""
+
+
+class OffsetsError(FraudstreamError):
+    """A partition has no usable committed offset although the group committed on it before
+    (its progress mark says so), or its offset is out of range. Not transient: the stage stops
+    rather than reprocess from the beginning or skip; the message says how to set the offset."""
 
 
 class RewindError(FraudstreamError):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from models import xgb as xgbm
-from models.artifacts import load_bundle
+from models.artifacts import load_bundle, version_path
 from models.explain import Attribution, integrated_gradients, tree_shap
 from models.features import FEATURE_NAMES, FeatureEngine, OfflineFeatures
 from stream.config import KafkaSettings
@@ -69,7 +69,7 @@ def explain(
         raise ConfigError(f"transaction {transaction_id} not found in the range")
     labels = sorted((codec.decode("Label", m.value()) for m in read_range(kafka, kafka.topics.labels, 0, None)),
                     key=lambda lab: lab["label_time"])  # fmt: skip
-    bundle = load_bundle(model_root / decision["model_version"])
+    bundle = load_bundle(version_path(model_root, decision["model_version"]))
     delay = int(bundle.manifest.get("train_config", {}).get("delay_days", 7))
     x = OfflineFeatures(FeatureEngine(delay)).run(events[: idx + 1], [lab for lab in labels if lab["is_fraud"]])[idx]
     shap = tree_shap(bundle.booster, x)

@@ -6,8 +6,13 @@ Redis Cluster hash tags):
     fs:{ns}:{c:<customer>}            string  customer history: HISTORY_DTYPE records, appended
     fs:{ns}:{t:<terminal>}            string  terminal ring: RING_DAYS x (day, tx, frauds) int32 LE
     fs:{ns}:{t:<terminal>}:labels     set     transaction ids whose fraud label counted
+    fs:{ns}:{x:<transaction id>}      string  the record (source id) the id was first decided from
 
-Per micro-batch: one MGET of every entity the batch touches, the pure feature
+Per micro-batch: one round trip that claims each transaction id for its record
+(SET NX GET on the id's ledger key: a second record with an id already claimed by
+another — under any customer — is a repeat, dead-lettered by the scorer and never
+decided twice; the same record delivered again keeps its claim) and reads every
+entity the batch touches (MGET), the pure feature
 computation, then one script call that appends the new history records and bumps
 the terminal counts — atomically, so a re-delivered batch (its ids already in the
 histories) gets the same features and counts nothing twice. Histories are appended
@@ -30,7 +35,9 @@ from models.features import (
     DAY_MS,
     HISTORY_DTYPE,
     MAX_HISTORY,
+    N_FEATURES,
     RING_DAYS,
+    SOURCE_KEY,
     BatchFeatures,
     FeatureEngine,
     OfflineFeatures,
@@ -119,6 +126,34 @@ class RedisFeatureStore:
     def terminal_key(self, terminal_id: str) -> str:
         return f"fs:{self.ns}:{{t:{terminal_id}}}"
 
+    def ledger_key(self, transaction_id: str) -> str:
+        return f"fs:{self.ns}:{{x:{transaction_id}}}"
+
+    def _claim_and_load(
+        self, events: Sequence[Mapping[str, Any]], customer_ids: Sequence[str], terminal_ids: Sequence[str]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(claimed by another record, per event; customer and terminal state), one round trip."""
+        claims = [(i, str(int(e.get(SOURCE_KEY) or 0))) for i, e in enumerate(events)]
+        claims = [(i, src) for i, src in claims if src != "0"]
+        keys = [self.customer_key(c) for c in customer_ids] + [self.terminal_key(t) for t in terminal_ids]
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for i, src in claims:
+                pipe.set(self.ledger_key(events[i]["transaction_id"]), src, nx=True, get=True, px=self.ttl_ms)
+            if keys:
+                pipe.mget(keys)
+            replies = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise FeatureStoreError(f"feature read failed: {exc}") from exc
+        taken = np.zeros(len(events), dtype=bool)
+        for (i, src), old in zip(claims, replies, strict=False):
+            taken[i] = old is not None and (old.decode() if isinstance(old, bytes) else str(old)) != src
+        blobs = cast(list[bytes | None], replies[len(claims)]) if keys else []
+        nc = len(customer_ids)
+        customers = {c: np.frombuffer(b, dtype=HISTORY_DTYPE) for c, b in zip(customer_ids, blobs[:nc], strict=True) if b}
+        terminals = {t: ring_from_bytes(b) for t, b in zip(terminal_ids, blobs[nc:], strict=True) if b}
+        return taken, customers, terminals
+
     def load(
         self, customer_ids: Sequence[str], terminal_ids: Sequence[str]
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -134,11 +169,25 @@ class RedisFeatureStore:
         return customers, terminals
 
     def features(self, events: Sequence[Mapping[str, Any]]) -> BatchFeatures:
-        """Features of a micro-batch (vectors and repeat flags); state updated idempotently."""
+        """Features of a micro-batch (vectors and repeat flags); state updated idempotently.
+        A repeat's row holds NaN and its event leaves the state untouched."""
         cids = list(dict.fromkeys(e["customer_id"] for e in events))
         tids = list(dict.fromkeys(e["terminal_id"] for e in events))
-        customers, terminals = self.load(cids, tids)
-        result = self.engine.transform(events, customers, terminals)
+        taken, customers, terminals = self._claim_and_load(events, cids, tids)
+        if taken.any():
+            kept = np.flatnonzero(~taken)
+            feats = np.full((len(events), N_FEATURES), np.nan, dtype=np.float32)
+            repeats = taken.copy()
+            appended: dict[str, np.ndarray] = {}
+            counts: dict[tuple[str, int], int] = {}
+            if kept.size:
+                inner = self.engine.transform([events[i] for i in kept.tolist()], customers, terminals)
+                feats[kept] = inner.features
+                repeats[kept] = inner.repeats
+                appended, counts = inner.appended, inner.terminal_counts
+            result = BatchFeatures(feats, appended, counts, repeats)
+        else:
+            result = self.engine.transform(events, customers, terminals)
         by_terminal: dict[str, list[int]] = {}
         for (tid, day), count in result.terminal_counts.items():
             by_terminal.setdefault(tid, []).extend((day, count))

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 LIVENESS_S = 60.0  # a loop that has not turned for this long is reported unhealthy
+STALL_S = 60.0  # work waiting and nothing committed for this long: unhealthy, and the stage rebuilds its clients
 
 
 class Metrics:
@@ -36,7 +37,11 @@ class Metrics:
                                     "0 normal, 1 XGB_FALLBACK, 2 RULES, 3 SAFE_DEFAULT", registry=r)  # fmt: skip
         self.model = Gauge("fraudstream_model_version_info", "Model version in use (value 1)", ["version"], registry=r)
         self.retries = Counter("fraudstream_batch_retries", "Batches aborted and retried", registry=r)
+        self.resets = Counter("fraudstream_client_resets", "Kafka clients rebuilt to heal a stall or an unknown outcome",
+                              registry=r)  # fmt: skip
         self.last_loop = time.monotonic()
+        # Since when work has waited with nothing committed (None: progressing or idle).
+        self.stuck_since: float | None = None
         self.ready = False
         self._version: str | None = None
 
@@ -56,8 +61,21 @@ class Metrics:
             self.model.labels(version).set(1)
             self._version = version
 
+    def progressed(self, now: float) -> None:
+        """A batch committed, or nothing is waiting."""
+        self.stuck_since = None
+
+    def waiting(self, now: float, restart: bool = False) -> None:
+        """Work is waiting and was not committed (restart: count the stall from now)."""
+        if self.stuck_since is None or restart:
+            self.stuck_since = now
+
+    def stalled(self, now: float) -> bool:
+        return self.stuck_since is not None and now - self.stuck_since >= STALL_S
+
     def healthy(self) -> bool:
-        return time.monotonic() - self.last_loop < LIVENESS_S
+        now = time.monotonic()
+        return now - self.last_loop < LIVENESS_S and not self.stalled(now)
 
 
 def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
@@ -69,7 +87,7 @@ def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
                 self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
                 ok = metrics.healthy()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
+                self._send(200 if ok else 503, b"ok\n" if ok else b"stalled: no progress with work waiting\n")
             elif self.path == "/readyz":
                 self._send(200 if metrics.ready else 503, b"ready\n" if metrics.ready else b"not ready\n")
             else:

@@ -121,8 +121,9 @@ class Scorer:
             self.metrics.fallback_level.set(int(self.stats.level))
             self.metrics.step_seconds.labels("features").observe(self.stats.features_ms / 1000)
             self.metrics.step_seconds.labels("xgboost").observe(self.stats.model_ms / 1000)
-            if not self.models.broken:
-                self.metrics.set_model(self.models.current().version)
+            usable = self.models.usable
+            if usable is not None:
+                self.metrics.set_model(usable.version)
         return out
 
     def check(self, d: Decoded, raw: bytes | None) -> Failure | None:
@@ -140,12 +141,18 @@ class Scorer:
 
     def warm_up(self) -> None:
         """Pay one-off costs before consuming: XGBoost's first predictions, the Redis script load."""
-        bundle = self.models.current()
+        bundle = self.models.usable
+        if bundle is None:
+            log.warning("warm_up_without_model", reason=self.models.broken)
+            return self._warm_store()
         x = np.zeros((self.settings.batch.max_rows, len(FEATURE_NAMES)), dtype=np.float32)
         xgbm.margins(bundle.booster, x[:1])
         xgbm.margins(bundle.booster, x)
         xgbm.leaves(bundle.booster, x)
         xgbm.contributions(bundle.booster, x[:8])
+        self._warm_store()
+
+    def _warm_store(self) -> None:
         try:
             self.store.warm_up()
         except FeatureStoreError as exc:
@@ -303,7 +310,8 @@ class Scorer:
         outcomes, names = evaluate_rules(self.fallback.rules, picked, None if x is None else x[rows],
                                          Outcome[self.fallback.rules_no_match])  # fmt: skip
         safe = Outcome[self.fallback.safe_default]
-        version = arm.model_version or (self.models.requested if self.models.broken else self.models.current().version)
+        usable = self.models.usable
+        version = arm.model_version or (usable.version if usable is not None else self.models.requested)
         for j, i in enumerate(rows.tolist()):
             ev, d = events[i], decoded[i]
             if outcomes[j] < 0:

@@ -15,6 +15,7 @@ from stream.health import DEEP, DeepHealth
 from stream.labels import LabelConsumer
 from stream.metrics import Metrics, serve
 from stream.policy import Arm
+from stream.progress import ProgressMarks
 from stream.registry import ModelRegistry
 from stream.registry_client import codec_for
 from stream.scorer import Scorer
@@ -37,8 +38,11 @@ def feature_store(settings: Settings, delay_days: int) -> RedisFeatureStore:
 
 
 def _delay_days(models: ModelRegistry) -> int:
-    cfg = models.current().manifest.get("train_config", {})
-    return int(cfg.get("delay_days", 7))
+    bundle = models.usable
+    if bundle is None:
+        log.warning("feature_delay_default", days=7, reason="no loadable model version at start")
+        return 7
+    return int(bundle.manifest.get("train_config", {}).get("delay_days", 7))
 
 
 def _metrics(settings: Settings, service: str) -> Metrics:
@@ -63,12 +67,17 @@ def scorer_loop(settings: Settings, instance: str = "0") -> StageLoop:
     s = settings.scorer
     return StageLoop("scorer", settings.kafka, s.group_id, settings.kafka.topics.transactions,
                      f"{s.transactional_id_prefix}-{instance}", s.batch, scorer.process, metrics=metrics,
-                     dlq_topic=settings.kafka.topics.dlq)  # fmt: skip
+                     dlq_topic=settings.kafka.topics.dlq, marks=_marks(settings, store, s.group_id))  # fmt: skip
+
+
+def _marks(settings: Settings, store: RedisFeatureStore, group: str) -> ProgressMarks:
+    return ProgressMarks(store.client, settings.redis.namespace, group)
 
 
 def heartbeat(store: RedisFeatureStore, ttl_s: float, every_s: float = 0.5) -> Callable[[], None]:
     """A tick that tells scorers, through Redis, that a deep worker is consuming."""
     last = [0.0]
+    warned = [-1e18]
 
     def beat() -> None:
         now = time.monotonic()
@@ -78,7 +87,9 @@ def heartbeat(store: RedisFeatureStore, ttl_s: float, every_s: float = 0.5) -> C
         try:
             store.heartbeat(DEEP, ttl_s)
         except (redis.RedisError, OSError) as exc:
-            log.warning("heartbeat_failed", error=str(exc))
+            if now - warned[0] >= 10.0:  # an outage would log it twice a second
+                warned[0] = now
+                log.warning("heartbeat_failed", error=str(exc))
 
     return beat
 
@@ -90,18 +101,20 @@ def deep_loop(settings: Settings, instance: str = "0") -> StageLoop:
     models = ModelRegistry(settings.model.dir, settings.model.version, threads=settings.deep.cpu_threads)
     metrics = _metrics(settings, "deep")
     worker = DeepWorker(codec_for(settings.kafka), models, settings.kafka.topics, settings.deep, metrics=metrics)
-    beat = heartbeat(feature_store(settings, 7), settings.fallback.deep_heartbeat_s)
+    store = feature_store(settings, 7)
+    beat = heartbeat(store, settings.fallback.deep_heartbeat_s)
     d = settings.deep
     return StageLoop("deep", settings.kafka, d.group_id, settings.kafka.topics.ambiguous,
                      f"{d.transactional_id_prefix}-{instance}", d.batch, worker.process, metrics=metrics, tick=beat,
-                     dlq_topic=settings.kafka.topics.dlq)  # fmt: skip
+                     dlq_topic=settings.kafka.topics.dlq, marks=_marks(settings, store, d.group_id))  # fmt: skip
 
 
 def labels_loop(settings: Settings, delay_days: int = 7, instance: str = "0") -> StageLoop:
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
-    consumer = LabelConsumer(codec_for(settings.kafka), feature_store(settings, delay_days), settings.kafka.topics)
+    store = feature_store(settings, delay_days)
+    consumer = LabelConsumer(codec_for(settings.kafka), store, settings.kafka.topics)
     metrics = _metrics(settings, "labels")
     lb = settings.labels
     return StageLoop("labels", settings.kafka, lb.group_id, settings.kafka.topics.labels,
-                     f"fraudstream-labels-{instance}", lb.batch, consumer.process, metrics=metrics,
-                     dlq_topic=settings.kafka.topics.dlq)  # fmt: skip
+                     f"{lb.transactional_id_prefix}-{instance}", lb.batch, consumer.process, metrics=metrics,
+                     dlq_topic=settings.kafka.topics.dlq, marks=_marks(settings, store, lb.group_id))  # fmt: skip

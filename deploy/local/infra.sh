@@ -2,7 +2,10 @@
 # Starts and stops a real single-node Apache Kafka (KRaft) and a real redis-server
 # on loopback, for development, the demo and the test suite.
 #
-#   infra.sh up | down | status | prepare   (prepare: fetch jars, install redis-server)
+#   infra.sh up | down | status | prepare | reset
+#     prepare: fetch jars, install redis-server
+#     up keeps the broker's data across restarts (a crash included); reset (services stopped)
+#     deletes it, the one explicit way to start from an empty broker.
 #
 # Environment (all optional):
 #   FRAUDSTREAM_RUN_DIR     where data, pid files and logs live   (default: <repo>/.run)
@@ -28,7 +31,13 @@ python=${PYTHON:-$repo/.venv/bin/python}
 die() { echo "infra: $*" >&2; exit 1; }
 info() { echo "infra: $*"; }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() {
+  # Running, and not a zombie waiting for a parent that is gone (a killed broker is one for a while).
+  [ -f "$1" ] || return 1
+  local pid; pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ]
+}
 
 port_taken() {
   # Succeeds when something already accepts connections on 127.0.0.1:$1.
@@ -128,13 +137,17 @@ start_kafka() {
   command -v java >/dev/null || die "java not found: install a Java 17+ JDK (Debian: apt-get install openjdk-17-jdk-headless)"
   ensure_kafka_jars
   local data=$run_dir/kafka/data
-  rm -rf "$data"; mkdir -p "$data"
+  mkdir -p "$data"
   write_kafka_config "$data"
-  local cluster_id
-  cluster_id=$("$python" -c 'import base64,uuid;c=base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=");print(("A"+c[1:]) if c.startswith("-") else c)')
-  java -cp "$kafka_lib/*" -Dlog4j2.configurationFile="$run_dir/kafka/log4j2.properties" kafka.tools.StorageTool \
-    format -t "$cluster_id" -c "$run_dir/kafka/server.properties" --standalone >"$run_dir/kafka/format.log" 2>&1 \
-    || { cat "$run_dir/kafka/format.log" >&2; die "kafka storage format failed"; }
+  if [ -f "$data/meta.properties" ]; then
+    info "kafka keeps its data in $data (a clean slate: infra.sh reset)"
+  else
+    local cluster_id
+    cluster_id=$("$python" -c 'import base64,uuid;c=base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=");print(("A"+c[1:]) if c.startswith("-") else c)')
+    java -cp "$kafka_lib/*" -Dlog4j2.configurationFile="$run_dir/kafka/log4j2.properties" kafka.tools.StorageTool \
+      format -t "$cluster_id" -c "$run_dir/kafka/server.properties" --standalone >"$run_dir/kafka/format.log" 2>&1 \
+      || { cat "$run_dir/kafka/format.log" >&2; die "kafka storage format failed"; }
+  fi
   # $kafka_gc defaults to the G1 settings of Kafka's own start script (kafka-run-class.sh): without a
   # pause goal G1 grows the young generation until its pauses reach 30 ms, each one in the pipeline's p99.
   # shellcheck disable=SC2086 # the GC flags are several words
@@ -180,6 +193,9 @@ case "${1:-}" in
   up) start_redis; start_kafka ;;
   down) stop_one kafka; stop_one redis ;;
   status) status ;;
+  reset)
+    if alive "$run_dir/kafka.pid" || alive "$run_dir/redis.pid"; then die "reset: stop the services first (infra.sh down)"; fi
+    rm -rf "$run_dir/kafka/data" "$run_dir/redis"; info "broker data and redis folder deleted" ;;
   prepare) ensure_redis; ensure_kafka_jars; ensure_chromium; info "kafka jars, redis-server and chromium present" ;;
-  *) die "usage: infra.sh up|down|status|prepare" ;;
+  *) die "usage: infra.sh up|down|status|prepare|reset" ;;
 esac

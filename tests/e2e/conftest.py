@@ -26,7 +26,7 @@ from models.training import TrainConfig, train_models
 from stream.codec import Codec
 from stream.config import Settings, load_settings
 from stream.feed import produce_stream
-from stream.testing import LocalInfra, free_port
+from stream.testing import LocalInfra, free_port, infra_env, run_infra
 from stream.topics import ensure_topics, pipeline_topics
 
 # Enough customers that 20,000 transactions span less than the 7-day label delay: terminal
@@ -188,8 +188,7 @@ class Feeder(threading.Thread):
             raise self.error
 
 
-@pytest.fixture
-def pipeline(infra: LocalInfra, trained: TrainedModel, uid: str, tmp_path: Path) -> Iterator[Pipeline]:
+def make_pipeline(infra: LocalInfra, trained: TrainedModel, uid: str, tmp_path: Path) -> Pipeline:
     topics = {k: f"{k}-{uid}" for k in ("transactions", "ambiguous", "decisions", "labels", "dlq", "shadow")}
     flow = "{" + ", ".join(f"{k}: {v}" for k, v in topics.items()) + "}"
     env = {
@@ -203,13 +202,59 @@ def pipeline(infra: LocalInfra, trained: TrainedModel, uid: str, tmp_path: Path)
         "FRAUDSTREAM_DEEP__GROUP_ID": f"deep-{uid}",
         "FRAUDSTREAM_DEEP__TRANSACTIONAL_ID_PREFIX": f"deep-{uid}",
         "FRAUDSTREAM_LABELS__GROUP_ID": f"labels-{uid}",
+        "FRAUDSTREAM_LABELS__TRANSACTIONAL_ID_PREFIX": f"labels-{uid}",
         "FRAUDSTREAM_REDIS__NAMESPACE": uid,
         "FRAUDSTREAM_MODEL__DIR": str(trained.root),
         "FRAUDSTREAM_MODEL__VERSION": trained.version,
     }
     settings = load_settings(environ=env)
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka), partitions=4)
-    p = Pipeline(env, settings, tmp_path)
+    return Pipeline(env, settings, tmp_path)
+
+
+@pytest.fixture
+def pipeline(infra: LocalInfra, trained: TrainedModel, uid: str, tmp_path: Path) -> Iterator[Pipeline]:
+    p = make_pipeline(infra, trained, uid, tmp_path)
+    try:
+        yield p
+    finally:
+        p.stop_all()
+
+
+@dataclass
+class OwnInfra:
+    """A broker and Redis of one test's own, which it may kill and start again."""
+
+    infra: LocalInfra
+    env: dict[str, str]
+    run_dir: Path
+
+    def kill(self, service: str) -> None:
+        os.kill(int((self.run_dir / f"{service}.pid").read_text()), signal.SIGKILL)
+
+    def up(self) -> None:
+        result = run_infra("up", self.env)
+        assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def own_infra(tmp_path: Path) -> Iterator[OwnInfra]:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    kafka_port, redis_port = free_port(), free_port()
+    env = infra_env(run_dir, kafka_port, redis_port)
+    own = OwnInfra(LocalInfra(f"127.0.0.1:{kafka_port}", f"redis://127.0.0.1:{redis_port}/0", run_dir), env, run_dir)
+    own.up()
+    try:
+        yield own
+    finally:
+        run_infra("down", env)
+
+
+@pytest.fixture
+def own_pipeline(own_infra: OwnInfra, trained: TrainedModel, uid: str, tmp_path: Path) -> Iterator[Pipeline]:
+    """A pipeline on the test's own broker and Redis (`own_infra`)."""
+    p = make_pipeline(own_infra.infra, trained, uid, tmp_path)
     try:
         yield p
     finally:

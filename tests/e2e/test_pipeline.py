@@ -107,14 +107,13 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(pipeline: Pipeline, tra
     pipeline.start("score")
     pipeline.start("deep")
     feeder = pipeline.feed(events, 600.0)
-    kills = []
     for victim in ["score-0", "deep-0", "score-0", "deep-0", "score-0", "deep-0"]:
         time.sleep(rng.uniform(1.0, 2.5))
         assert pipeline.kill(victim) == -signal.SIGKILL
-        kills.append(victim)
         pipeline.start(victim.split("-")[0])
+    # Every kill landed mid-stream: the feed was still producing after the last one.
+    assert feeder.is_alive()
     feeder.join()
-    assert len(kills) == 6
 
     pipeline.exactly_once(events, timeout_s=240)
     per_customer = Counter(e["customer_id"] for e in events)
@@ -170,6 +169,8 @@ def test_two_scorers_share_partitions_and_survive_one_stopping(pipeline: Pipelin
     feeder.join()
 
     pipeline.exactly_once(events, timeout_s=240)
-    # Both replicas did work; everything produced after replica 1 stopped was decided by replica 0.
-    logs = {n: (pipeline.logs / f"{n}.log").read_text() for n in ("score-0", "score-1")}
-    assert all(not re.search(r"stage_stopped +batches=0 ", log) for log in logs.values())
+    assert set(pipeline.stop_all().values()) == {0}
+    # Both replicas did work (structlog sorts the keys: `batches` is not the first after the event).
+    for name in ("score-0", "score-1"):
+        stopped = re.findall(r"stage_stopped .*?\bbatches=(\d+)", (pipeline.logs / f"{name}.log").read_text())
+        assert len(stopped) == 1 and int(stopped[0]) > 0, f"{name}: {stopped}"

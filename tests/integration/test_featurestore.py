@@ -41,3 +41,26 @@ def test_online_equals_offline_with_labels_and_redelivery(infra: LocalInfra, uid
     ring = ring_from_bytes(client.get(store.terminal_key(labels[0]["terminal_id"])))
     assert any(frauds for _, frauds in ring_counts(ring).values())
     client.close()
+
+
+def test_a_transaction_id_claimed_by_one_record_is_a_repeat_under_any_customer(infra: LocalInfra, uid: str) -> None:
+    from models.features import SOURCE_KEY
+    from stream.testing import sample_transaction
+
+    client = redis.Redis.from_url(infra.redis_url)
+    store = RedisFeatureStore(client, uid, 40, FeatureEngine(7))
+    first = [{**sample_transaction(i), SOURCE_KEY: 1000 + i} for i in range(4)]
+    assert not store.features(first).repeats.any()
+    # The same record again (a batch redone after an abort) keeps its claim: no repeat.
+    assert not store.features(first).repeats.any()
+    history = client.get(store.customer_key(first[0]["customer_id"]))
+    # The same ids from other records, under other customers: repeats, and the state is untouched.
+    other = [{**e, "customer_id": f"other-{i}", SOURCE_KEY: 2000 + i} for i, e in enumerate(first[:2])] + [
+        {**sample_transaction(99), SOURCE_KEY: 3000}
+    ]
+    result = store.features(other)
+    assert result.repeats.tolist() == [True, True, False]
+    assert np.isnan(result.features[:2]).all() and not np.isnan(result.features[2]).all()
+    assert client.get(store.customer_key("other-0")) is None
+    assert client.get(store.customer_key(first[0]["customer_id"])) == history
+    client.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,30 @@ def test_taken_port_gives_one_line_naming_it(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert f"port {taken} is taken" in lines[0]
+
+
+def test_up_after_a_broker_crash_keeps_its_topics_and_reset_is_explicit(tmp_path: Path) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    kafka_port, redis_port = free_port(), free_port()
+    env = infra_env(tmp_path, kafka_port, redis_port)
+    try:
+        assert run_infra("up", env).returncode == 0
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{kafka_port}"})
+        for future in admin.create_topics([NewTopic("kept.after.crash", 2, 1)]).values():
+            future.result(30)
+        del admin
+        os.kill(int((tmp_path / "kafka.pid").read_text()), signal.SIGKILL)
+        time.sleep(1)
+        again = run_infra("up", env)
+        assert again.returncode == 0, again.stderr
+        assert "keeps its data" in again.stdout
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{kafka_port}"})
+        assert "kept.after.crash" in admin.list_topics(timeout=30).topics
+        del admin
+        refused = run_infra("reset", env)
+        assert refused.returncode != 0 and "stop the services first" in refused.stderr
+    finally:
+        run_infra("down", env)
+    assert run_infra("reset", env).returncode == 0
+    assert not (tmp_path / "kafka" / "data").exists()

@@ -126,3 +126,28 @@ def test_train_on_a_csv_with_only_the_required_columns(tmp_path: Path) -> None:
                                       "--columns", "event_time=ts,amount=amt_eur,amount_unit=major"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "hybrid" in result.output and "xgboost" in result.output
+
+
+def test_a_bad_deploy_never_stops_a_service_and_names_are_never_paths(saved: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from models.artifacts import promote
+    from stream.registry import ModelRegistry
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(saved, root / "v1")
+    (root / "CURRENT").write_text("../../etc")
+    started = ModelRegistry(root, "latest", deep=False)  # a service starting during the bad deploy
+    assert started.usable is None and "not a version name" in (started.broken or "")
+    with pytest.raises(ArtifactError):
+        started.current()
+    with pytest.raises(ArtifactError, match="not a version name"):
+        promote(root, "../v1")
+    with pytest.raises(ArtifactError, match="not a version name"):
+        started.get("/etc")
+    promote(root, "v1")
+    started._retried_at = -1e9  # the next look at the pointer is due
+    assert started.refresh() and started.current().version == "v1"
+    (root / "CURRENT").write_bytes(b"\xff\xfe garbage")
+    started._pointer_mtime = -1.0
+    assert not started.refresh() and started.usable is None  # broken again, and says so

@@ -1,0 +1,125 @@
+"""The exactly-once checkpoint against a scripted transactional producer: errors are read
+as librdkafka classifies them — a timed-out commit is resumed (never aborted: that would
+conflict with the commit in progress), an abortable error aborts and rewinds, and a fatal
+error or an outcome that cannot be known asks the stage to rebuild its clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from stream.checkpoint import Checkpoint
+from stream.errors import BrokerError, ClientResetError
+
+
+def timed_out() -> KafkaException:
+    return KafkaException(KafkaError(KafkaError._TIMED_OUT, "retry call to resume", retriable=True))
+
+
+def abortable() -> KafkaException:
+    return KafkaException(KafkaError(KafkaError._FENCED, "member fenced", txn_requires_abort=True))
+
+
+def fatal() -> KafkaException:
+    return KafkaException(KafkaError(KafkaError._FENCED, "producer fenced", fatal=True))
+
+
+class ScriptedProducer:
+    """Records the transactional calls; `fail[name]` lists the exceptions its next calls raise."""
+
+    def __init__(self, **fail: list[KafkaException]) -> None:
+        self.calls: list[str] = []
+        self.fail = fail
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        queue = self.fail.get(name) or []
+        if queue:
+            raise queue.pop(0)
+
+    def init_transactions(self, _timeout: float) -> None:
+        self._call("init")
+
+    def begin_transaction(self) -> None:
+        self._call("begin")
+
+    def send_offsets_to_transaction(self, _offsets: Any, _meta: Any, _timeout: float) -> None:
+        self._call("send_offsets")
+
+    def produce(self, _topic: str, **_kw: Any) -> None:
+        self.calls.append("produce")
+
+    def commit_transaction(self, _timeout: float) -> None:
+        self._call("commit")
+
+    def abort_transaction(self, _timeout: float) -> None:
+        self._call("abort")
+
+
+class Consumer:
+    def __init__(self) -> None:
+        self.seeks: list[tuple[int, int]] = []
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("in", 0)]
+
+
+def messages() -> list[Message]:
+    return [Message(topic="in", partition=0, offset=o, value=b"x") for o in (4, 5)]
+
+
+def checkpoint(producer: ScriptedProducer, consumer: Consumer, committed: list[Any]) -> Checkpoint:
+    return Checkpoint(consumer, producer, exactly_once=True, resume_s=5.0, on_commit=committed.append)  # type: ignore[arg-type]
+
+
+def test_a_commit_that_timed_out_is_resumed_not_aborted() -> None:
+    producer, consumer, committed = ScriptedProducer(commit=[timed_out(), timed_out()]), Consumer(), []
+    checkpoint(producer, consumer, committed).commit(messages(), [("out", b"k", b"v", [])])
+    assert producer.calls == ["init", "begin", "send_offsets", "produce", "commit", "commit", "commit"]
+    assert consumer.seeks == [] and [[(tp.partition, tp.offset) for tp in c] for c in committed] == [[(0, 6)]]
+
+
+def test_a_commit_that_cannot_be_resumed_in_time_leaves_the_outcome_to_the_broker() -> None:
+    producer, consumer = ScriptedProducer(commit=[timed_out()] * 100), Consumer()
+    cp = Checkpoint(consumer, producer, exactly_once=True, resume_s=0.0)  # type: ignore[arg-type]
+    with pytest.raises(ClientResetError, match="could not be resumed"):
+        cp.commit(messages(), [])
+    assert "abort" not in producer.calls and consumer.seeks == []
+
+
+def test_an_abortable_error_aborts_and_rewinds() -> None:
+    producer, consumer, committed = ScriptedProducer(send_offsets=[abortable()]), Consumer(), []
+    with pytest.raises(BrokerError, match="send_offsets_to_transaction") as info:
+        checkpoint(producer, consumer, committed).commit(messages(), [])
+    assert not isinstance(info.value, ClientResetError)
+    assert producer.calls == ["init", "begin", "send_offsets", "abort"]
+    assert consumer.seeks == [(0, 4)] and committed == []
+
+
+def test_a_fenced_producer_asks_for_new_clients_without_touching_the_transaction() -> None:
+    producer, consumer = ScriptedProducer(commit=[fatal()]), Consumer()
+    with pytest.raises(ClientResetError, match="fatally"):
+        checkpoint(producer, consumer, []).commit(messages(), [])
+    assert "abort" not in producer.calls
+
+
+def test_a_producer_that_cannot_begin_or_abort_asks_for_new_clients() -> None:
+    with pytest.raises(ClientResetError, match="begin_transaction"):
+        checkpoint(ScriptedProducer(begin=[KafkaException(KafkaError(KafkaError._STATE))]), Consumer(), []).commit(messages(), [])
+    stuck = ScriptedProducer(send_offsets=[abortable()], abort=[KafkaException(KafkaError(KafkaError._TRANSPORT))])
+    with pytest.raises(ClientResetError, match="abort_transaction"):
+        checkpoint(stuck, Consumer(), []).commit(messages(), [])
+
+
+def test_init_is_repeated_while_the_broker_is_away() -> None:
+    producer = ScriptedProducer(init=[timed_out(), timed_out()])
+    checkpoint(producer, Consumer(), [])
+    assert producer.calls == ["init", "init", "init"]
