@@ -8,6 +8,20 @@ import sys
 import structlog
 
 
+class StderrLogger:
+    """Writes each line to whatever `sys.stderr` is at that moment (a test's capture, a
+    redirection made after configure), never to a stream that has since been closed."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*_args: object) -> StderrLogger:
+    return StderrLogger()
+
+
 def configure(fmt: str = "console", level: str = "info") -> None:
     """Configure structlog once, at the entry point."""
     renderer: structlog.types.Processor = (
@@ -22,6 +36,6 @@ def configure(fmt: str = "console", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=True,
     )
