@@ -226,9 +226,7 @@ def check_version(version: str) -> str:
     """`version` when it is a valid version name; ArtifactError naming it otherwise."""
     if not VERSION_PATTERN.fullmatch(version) or version == "latest":
         shown = version if len(version) <= 80 else version[:80] + "..."
-        raise ArtifactError(
-            f"model version {shown!r} is not a version name (letters, digits, '.', '_', '-'; no path separators)"
-        )
+        raise ArtifactError(f"model version {shown!r} is not a version name (letters, digits, '.', '_', '-'; no path separators)")
     return version
 
 
