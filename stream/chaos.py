@@ -523,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processing", choices=("exactly_once", "at_least_once"), default="exactly_once")
     parser.add_argument("--out", type=Path, default=Path("out/chaos"))
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: the services, the broker and Redis are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     print(f"chaos: seed {args.seed}, {args.minutes} min, {args.rate}/s, {args.processing}", flush=True)
     model_root = Path(".cache/chaos-model")
     version = prepare_model(model_root)

@@ -34,7 +34,7 @@ def test_broker_killed_and_restarted_mid_stream_heals_without_a_restart(
     feeder = own_pipeline.feed(events, 300.0)
     time.sleep(8)
     own_infra.kill("kafka")
-    time.sleep(12)
+    time.sleep(35)  # longer than a transactional call's timeout: calls in flight time out and must be resumed
     own_infra.up()
     feeder.join()
     own_pipeline.exactly_once(events, timeout_s=150)
@@ -42,7 +42,7 @@ def test_broker_killed_and_restarted_mid_stream_heals_without_a_restart(
     assert set(own_pipeline.stop_all().values()) == {0}
 
 
-def test_label_consumer_stops_on_sigterm_while_the_broker_is_away(
+def test_label_consumer_stops_on_sigterm_after_a_broker_restart(
     own_pipeline: Pipeline, own_infra: OwnInfra, trained: TrainedModel
 ) -> None:
     labels = to_label_events(trained.sim.labels)[-20_000:]
@@ -67,7 +67,9 @@ def test_label_consumer_stops_on_sigterm_while_the_broker_is_away(
     thread.start()
     time.sleep(5)
     own_infra.kill("kafka")
-    time.sleep(8)  # the consumer is now inside a transactional call that the broker will not answer
+    time.sleep(35)
+    own_infra.up()
+    time.sleep(20)  # back: a transactional call begun during the outage may now block past its timeout
     began = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(60)

@@ -123,3 +123,19 @@ def test_init_is_repeated_while_the_broker_is_away() -> None:
     producer = ScriptedProducer(init=[timed_out(), timed_out()])
     checkpoint(producer, Consumer(), [])
     assert producer.calls == ["init", "init", "init"]
+
+
+def test_a_transactional_call_that_never_returns_is_given_up() -> None:
+    import threading
+    import time
+
+    from stream.checkpoint import bounded
+
+    forever = threading.Event()
+    began = time.monotonic()
+    with pytest.raises(ClientResetError, match="did not return within 0 s"):
+        bounded("send_offsets_to_transaction", forever.wait, 0.2)
+    assert time.monotonic() - began < 5
+    forever.set()
+    with pytest.raises(KafkaException):
+        bounded("send_offsets_to_transaction", lambda: (_ for _ in ()).throw(timed_out()), 5.0)
