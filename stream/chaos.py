@@ -211,6 +211,7 @@ class Chaos:
     def __init__(self, seed: int, minutes: float, work: Path, model_root: Path, model_version: str, events: list[dict[str, Any]],
                  labels: list[dict[str, Any]], rate: float = 150.0, processing: str = "exactly_once",
                  short: bool = False) -> None:  # fmt: skip
+        work, model_root = work.resolve(), model_root.resolve()  # redis-server resolves paths after its chdir
         self.rng = random.Random(seed)  # noqa: S311 - a reproducible schedule, not a secret
         self.seed, self.minutes, self.short = seed, minutes, short
         self.work, self.rate, self.processing = work, rate, processing
