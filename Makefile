@@ -6,15 +6,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 INFRA := deploy/local/infra.sh
 
-.PHONY: compose-check k8s-check install prepare up down status reset demo test lint types unit integration e2e gpu bench chaos clean
+.PHONY: compose-check k8s-check install lock prepare up down status reset demo test lint format types unit integration e2e gpu bench chaos clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package to the versions the figures in docs/ were measured
+# with; regenerate it with `make lock` after changing a dependency.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable > constraints.txt
 
 # Kafka jars (Maven) and redis-server (apt), once per machine.
 prepare: $(STAMP)
@@ -49,7 +54,14 @@ k8s-check: $(STAMP)
 	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*.yaml && echo "deploy/k8s: valid"
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(PY) -m stream.config.reference --check
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(PY) -m stream.config.reference
 
 types: $(STAMP)
 	$(BIN)/mypy
@@ -57,7 +69,7 @@ types: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-# The whole suite that needs no GPU: lint, types, unit, integration and e2e tiers.
+# The whole suite that needs no GPU: format and lint, types (tests included), unit, integration and e2e tiers.
 # The test session starts its own broker and Redis on free ports (tests/conftest.py).
 test: prepare lint types compose-check k8s-check
 	$(BIN)/pytest -m 'not gpu'
@@ -73,7 +85,7 @@ bench: up
 SEED ?= $(shell date +%s)
 MINUTES ?= 20
 chaos: prepare
-	$(PY) -m stream.chaos --seed $(SEED) --minutes $(MINUTES) --out out/chaos
+	$(PY) -m stream.ops.chaos --seed $(SEED) --minutes $(MINUTES) --out out/chaos
 
 clean: down
 	rm -rf .run artifacts data out bench/results

@@ -37,12 +37,12 @@ from models.artifacts import load_bundle, resolve
 from models.dataset import to_events, to_label_events
 from models.features import FeatureEngine, OfflineFeatures
 from models.simulator import SimConfig, simulate
-from stream.checkpoint import produce
-from stream.codec import Codec
 from stream.config import Settings, load_settings
-from stream.featurestore import RedisFeatureStore
-from stream.feed import Pacer
-from stream.topics import ensure_topics, pipeline_topics
+from stream.kafka.calls import produce
+from stream.kafka.codec import Codec
+from stream.kafka.topics import ensure_topics, pipeline_topics
+from stream.ops.feed import Pacer
+from stream.state.featurestore import RedisFeatureStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOPIC_KEYS = ("transactions", "ambiguous", "decisions", "labels", "dlq", "shadow")
@@ -62,7 +62,7 @@ class Bench:
         cut = int(live["event_time"].min())
         history = tx[tx["event_time"] < cut]
         print(f"warming feature state from {len(history):,} transactions (offline, once)", flush=True)
-        self.offline = OfflineFeatures(FeatureEngine(7))
+        self.offline = OfflineFeatures(FeatureEngine())
         self.offline.run(to_events(history), to_label_events(sim.labels[sim.labels["label_time"] < cut]))
         self.events = to_events(live)
         self.values = [self.codec.encode("Transaction", {k: v for k, v in e.items() if k not in ("is_fraud", "scenario")})
@@ -104,7 +104,7 @@ class Bench:
         self.used.append(s)
         ensure_topics(s.kafka, pipeline_topics(s.kafka))
         client = redis.Redis.from_url(s.redis.url)
-        RedisFeatureStore(client, s.redis.namespace, s.redis.ttl_days, FeatureEngine(7)).backfill(self.offline)
+        RedisFeatureStore(client, s.redis.namespace, s.redis.ttl_days, FeatureEngine()).backfill(self.offline)
         client.close()
         return s
 
@@ -191,7 +191,7 @@ def throughput(b: Bench, out: dict[str, Any]) -> None:
     env = b.env("naive")
     s = b.settings(env)
     b.prefill(s, s.kafka.topics.transactions)
-    keys = RedisFeatureStore(redis.Redis.from_url(s.redis.url), s.redis.namespace, 40, FeatureEngine(7))
+    keys = RedisFeatureStore(redis.Redis.from_url(s.redis.url), s.redis.namespace, 40, FeatureEngine())
     booster = load_bundle(b.model_dir).booster
     n, secs = run_naive(s.kafka, s.kafka.topics.transactions, s.kafka.topics.decisions, f"bench-{b.run_id}-naive",
                         keys, booster, b.n, budget_s=20.0)  # fmt: skip
@@ -204,7 +204,7 @@ def throughput(b: Bench, out: dict[str, Any]) -> None:
         b.prefill(s, s.kafka.topics.transactions)
         # Stage 1 alone, doing its full work: the deep stage counts as up, so the band is
         # published to the buffer topic (leaves + ScoredTransaction) rather than decided here.
-        store = RedisFeatureStore(redis.Redis.from_url(s.redis.url), s.redis.namespace, 40, FeatureEngine(7))
+        store = RedisFeatureStore(redis.Redis.from_url(s.redis.url), s.redis.namespace, 40, FeatureEngine())
         store.heartbeat("deep", 3600)
         store.client.close()
         b.service("score", env, tag, "--exit-when-idle", "4").wait(600)
@@ -472,7 +472,7 @@ def main() -> None:
     settings = load_settings()
     from rich.console import Console
 
-    from stream.demo import ensure_model
+    from stream.ops.demo import ensure_model
 
     ensure_model(settings, Console())
     b = Bench(settings, args.records, run_id)

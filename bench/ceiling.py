@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from confluent_kafka import Message
 
 from stream.config import BatchSettings, KafkaSettings
-from stream.dlq import Record
-from stream.stage import Process, StageLoop, StopFlag
+from stream.kafka.lifecycle import StopFlag
+from stream.kafka.loop import Process, StageLoop
+from stream.records import BatchResult, Output
 
 
 def run_loop(kafka: KafkaSettings, topic: str, group: str, batch: BatchSettings, process: Process, n: int) -> tuple[int, float]:
@@ -17,7 +18,7 @@ def run_loop(kafka: KafkaSettings, topic: str, group: str, batch: BatchSettings,
     seen = [0]
     stop = StopFlag()
 
-    def counted(msgs: Sequence[Message]) -> list[Record]:
+    def counted(msgs: Sequence[Message]) -> BatchResult:
         out = process(msgs)
         seen[0] += len(msgs)
         if seen[0] >= n:
@@ -32,7 +33,7 @@ def run_loop(kafka: KafkaSettings, topic: str, group: str, batch: BatchSettings,
 def run_ceiling(kafka: KafkaSettings, topic: str, out_topic: str, group: str, batch: BatchSettings, n: int) -> tuple[int, float]:
     """Pass every record through unchanged; returns (records, seconds from first consume to last commit)."""
 
-    def process(msgs: Sequence[Message]) -> list[Record]:
-        return [(out_topic, m.key(), m.value(), []) for m in msgs]
+    def process(msgs: Sequence[Message]) -> BatchResult:
+        return BatchResult([Output(out_topic, m.key(), m.value(), []) for m in msgs])
 
     return run_loop(kafka, topic, group, batch, process, n)

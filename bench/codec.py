@@ -17,16 +17,18 @@ import io
 import timeit
 from collections.abc import Callable
 from functools import partial
+from typing import cast
 
 from fastavro import reader, schemaless_reader, writer
 
 from bench.columnar import decode_columns, to_records
 from models.dataset import to_events
-from models.features import FEATURE_NAMES
+from models.decision import Outcome, Route
+from models.featureset import FEATURE_NAMES
 from models.simulator import SimConfig, simulate
 from schemas import wire
-from stream.codec import Codec, unframe
-from stream.scorer import decision_record
+from stream.kafka.codec import Codec, unframe
+from stream.records import Decision, Transaction
 
 # Four reasons, as a flagged decision carries: (feature, value, contribution).
 REASONS = [(name, 3.5, 0.8 - 0.2 * i) for i, name in enumerate(FEATURE_NAMES[:4])]
@@ -57,8 +59,14 @@ def main() -> None:
     block = io.BytesIO()
     writer(block, schema, events, codec="null", sync_interval=1 << 30)
     block_bytes = block.getvalue()
-    approve = [decision_record(e, "APPROVE", 0.01, 0.01, None, "XGB_APPROVE", [], "xgb", "v1", "A", 0, 1) for e in events]
-    flagged = [decision_record(e, "BLOCK", 0.97, 0.97, None, "XGB_BLOCK", REASONS, "xgb", "v1", "A", 0, 1) for e in events]
+    txs = [cast(Transaction, e) for e in events]
+
+    def decision(t: Transaction, outcome: Outcome, route: Route, p: float, reasons: list[tuple[str, float, float]]) -> Decision:
+        return Decision.of(t, outcome, route, p, xgb_score=p, reasons=reasons, source="xgb", model_version="v1", arm="A",
+                           ingest_ms=0, decided_ms=1)  # fmt: skip
+
+    approve = [decision(t, Outcome.APPROVE, Route.XGB_APPROVE, 0.01, []) for t in txs]
+    flagged = [decision(t, Outcome.BLOCK, Route.XGB_BLOCK, 0.97, REASONS) for t in txs]
 
     # The numpy sketch (bench/columnar.py) must give fastavro's records before its time counts.
     if to_records(*decode_columns(bodies)) != [schemaless_reader(io.BytesIO(b), schema, None) for b in bodies]:
@@ -76,8 +84,8 @@ def main() -> None:
         rows.append((f"  columns in numpy, batches of {size} (bench/columnar.py)",
                      per_record_us(partial(_decode_all, batches), len(batches) * size)))  # fmt: skip
     rows += [
-        ("encode an APPROVE decision (Codec.encode)", per_record_us(lambda: [codec.encode("Decision", d) for d in approve], n)),
-        ("encode a decision with four reasons", per_record_us(lambda: [codec.encode("Decision", d) for d in flagged], n)),
+        ("encode an APPROVE decision (Codec.encode)", per_record_us(lambda: [codec.encode_decision(d) for d in approve], n)),
+        ("encode a decision with four reasons", per_record_us(lambda: [codec.encode_decision(d) for d in flagged], n)),
     ]
     print(f"{n:,} simulated transactions, {sum(map(len, raws)) / n:.0f} bytes each on the wire")
     width = max(len(label) for label, _ in rows)

@@ -19,9 +19,9 @@ from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from stream.batching import collect
 from stream.config import load_settings
-from stream.topics import wait_served
+from stream.kafka.batching import collect
+from stream.kafka.topics import wait_served
 
 RATE, SECONDS, MAX_ROWS, MAX_WAIT_S = 2000, 5.0, 500, 0.002
 
@@ -82,7 +82,7 @@ def measure(bootstrap: str, name: str, batcher: Callable[[Consumer], list[Messag
 def main() -> None:
     bootstrap = load_settings().kafka.bootstrap
     base = measure(bootstrap, "waiting consume (baseline)", lambda c: waiting_collect(c.consume, MAX_ROWS, MAX_WAIT_S))
-    ours = measure(bootstrap, "stream.batching.collect", lambda c: collect(c.consume, MAX_ROWS, MAX_WAIT_S, time.monotonic))
+    ours = measure(bootstrap, "stream.kafka.batching.collect", lambda c: collect(c.consume, MAX_ROWS, MAX_WAIT_S, time.monotonic))
     print(f"collect uses {base['us_per_record'] / ours['us_per_record']:.1f}x less CPU per record than the baseline")
 
 

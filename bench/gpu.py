@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from models.deep import DeepArch, HybridNet
-from models.features import N_FEATURES
+from models.featureset import N_FEATURES
 from models.xgb import LEAF_SLOTS
-from stream.runtime import DeviceRunner
+from stream.stages.runtime import DeviceRunner
 
 BATCHES = (256, 1024, 4096)
 RESULTS = Path(__file__).parent / "results"

@@ -13,17 +13,19 @@ import numpy as np
 import xgboost as xgb
 from confluent_kafka import Consumer, Producer
 
-from models.features import HISTORY_DTYPE, RING_DAYS, TX, FeatureEngine, ring_add, ring_from_bytes
-from stream.codec import Codec
+from models.features import FeatureEngine
+from models.featureset import HISTORY_DTYPE, RING_DAYS, TX, ring_add, ring_from_bytes
+from models.units import DAY_MS
 from stream.config import KafkaSettings
-from stream.featurestore import RedisFeatureStore
+from stream.kafka.codec import Codec
+from stream.state.featurestore import RedisFeatureStore
 
 
 def run_naive(kafka: KafkaSettings, topic: str, out_topic: str, group: str, keys: RedisFeatureStore,
               booster: xgb.Booster, n: int, budget_s: float) -> tuple[int, float]:  # fmt: skip
     """Process up to n records or until budget_s; returns (records, seconds)."""
     codec = Codec()
-    engine = FeatureEngine(7)
+    engine = FeatureEngine()
     r = keys.client
     consumer = Consumer(kafka.consumer_config(group))
     producer = Producer(kafka.producer_config(None))
@@ -48,7 +50,7 @@ def run_naive(kafka: KafkaSettings, topic: str, out_topic: str, group: str, keys
             row = result.features[0]
             for records in result.appended.values():
                 r.append(ckey, records.tobytes())  # round trip 3
-                day = int(tx["event_time"]) // 86_400_000
+                day = int(tx["event_time"]) // DAY_MS
                 ring_add(ring, day, TX, 1)
                 r.setrange(tkey, (day % RING_DAYS) * 12, ring[day % RING_DAYS].tobytes())  # round trip 4
             p = float(booster.predict(xgb.DMatrix(row[None, :]))[0])

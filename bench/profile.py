@@ -26,18 +26,18 @@ from bench.__main__ import Bench
 from bench.staircase import in_process_scorer
 from models.features import FeatureEngine
 from stream.config import load_settings
-from stream.featurestore import RedisFeatureStore
+from stream.state.featurestore import RedisFeatureStore
 
 # (label, function as pstats names it: file suffix, function name), cumulative time each.
 PARTS = (
-    ("Avro decode of the input", ("stream/codec.py", "decode_messages")),
-    ("Redis read (one MGET)", ("stream/featurestore.py", "load")),
+    ("Avro decode of the input", ("stream/kafka/codec.py", "decode_messages")),
+    ("Redis read (one MGET)", ("stream/state/featurestore.py", "load")),
     ("feature engine", ("models/features.py", "transform")),
     ("Redis write (one script)", ("redis/commands/core.py", "evalsha")),
-    ("XGBoost scores (or the numpy tree walk)", ("stream/scorer.py", "_xgboost")),
+    ("XGBoost scores (or the numpy tree walk)", ("stream/stages/scorer.py", "_xgboost")),
     ("XGBoost leaves of the band (big batches)", ("models/xgb.py", "leaves")),
     ("XGBoost reasons of flagged rows", ("models/xgb.py", "contributions")),
-    ("Avro encode of the outputs", ("stream/codec.py", "encode")),
+    ("Avro encode of the outputs", ("stream/kafka/codec.py", "encode")),
 )
 
 
@@ -55,7 +55,7 @@ def main() -> None:
     settings = load_settings(environ={**os.environ, "FRAUDSTREAM_REDIS__NAMESPACE": namespace})
     b = Bench(settings, args.records, f"profile-{os.getpid()}")
     client = redis.Redis.from_url(settings.redis.url)
-    store = RedisFeatureStore(client, namespace, settings.redis.ttl_days, FeatureEngine(7))
+    store = RedisFeatureStore(client, namespace, settings.redis.ttl_days, FeatureEngine())
     store.backfill(b.offline)
     store.heartbeat("deep", 3600)  # the band goes to the buffer topic, as with the deep stage up
     scorer = in_process_scorer(settings, store)
@@ -79,7 +79,7 @@ def main() -> None:
                 scorer.process(profiled[i : i + size])
             prof.disable()
             stats = pstats.Stats(prof)
-            total = _cumulative(stats, "stream/scorer.py", "process")
+            total = _cumulative(stats, "stream/stages/scorer.py", "process")
             batches = len(timed) // size
             print(f"\nbatch {size}: {wall / batches * 1000:.2f} ms per batch, {wall / len(timed) * 1e6:.1f} µs per transaction "
                   f"({batches} batches; split under cProfile)")  # fmt: skip

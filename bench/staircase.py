@@ -7,20 +7,23 @@ Each step runs in this process on its own topics and its own copy of the feature
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 from confluent_kafka import Message
 
 from bench.ceiling import run_loop
-from models.features import SOURCE_KEY, FeatureEngine
-from stream.codec import Codec, Decoded
+from models.decision import Outcome, Route
+from models.features import FeatureEngine
 from stream.config import Settings
-from stream.dlq import Record
-from stream.featurestore import RedisFeatureStore
-from stream.registry import ModelRegistry
-from stream.scorer import Scorer, decision_record, now_ms, source_ids
-from stream.stage import Process
+from stream.kafka.codec import Codec, Decoded
+from stream.kafka.loop import Process
+from stream.records import BatchResult, Decision, Output, Transaction
+from stream.stages.admission import source_ids
+from stream.stages.guards import now_ms
+from stream.stages.scorer import Scorer
+from stream.state.featurestore import RedisFeatureStore
+from stream.state.versions import ModelRegistry
 
 STEPS = (
     ("avro", "Avro only: decode each transaction, encode a decision"),
@@ -29,14 +32,16 @@ STEPS = (
 )
 
 
-def _decisions(codec: Codec, topic: str, decoded: Sequence[Decoded]) -> list[Record]:
+def _decisions(codec: Codec, topic: str, decoded: Sequence[Decoded]) -> BatchResult:
     """A plain APPROVE per transaction, encoded as stage 1 encodes its decisions."""
     now = now_ms()
-    return [
-        (topic, d.value["transaction_id"].encode(), codec.encode("Decision", decision_record(
-            d.value, "APPROVE", 0.0, 0.0, None, "XGB_APPROVE", [], "xgb", "bench", "A", d.source.timestamp_ms, now)), [])
-        for d in decoded
-    ]  # fmt: skip
+    out = []
+    for d in decoded:
+        tx = cast(Transaction, d.value)
+        decision = Decision.of(tx, Outcome.APPROVE, Route.XGB_APPROVE, 0.0, xgb_score=0.0, reasons=[], source="xgb",
+                               model_version="bench", arm="A", ingest_ms=d.source.timestamp_ms, decided_ms=now)  # fmt: skip
+        out.append(Output(topic, tx["transaction_id"].encode(), codec.encode_decision(decision), []))
+    return BatchResult(out)
 
 
 def in_process_scorer(s: Settings, store: RedisFeatureStore) -> Scorer:
@@ -53,10 +58,10 @@ def step_process(step: str, s: Settings, store: RedisFeatureStore) -> Process:
         return in_process_scorer(s, store).process
     codec = Codec()
 
-    def process(msgs: Sequence[Message]) -> list[Record]:
+    def process(msgs: Sequence[Message]) -> BatchResult:
         oks = codec.decode_messages("Transaction", msgs).oks
         if step == "features":
-            store.features([{**d.value, SOURCE_KEY: src} for d, src in zip(oks, source_ids(oks), strict=True)])
+            store.features([d.value for d in oks], source_ids(oks))
         return _decisions(codec, s.kafka.topics.decisions, oks)
 
     return process
@@ -65,7 +70,7 @@ def step_process(step: str, s: Settings, store: RedisFeatureStore) -> Process:
 def run_step(step: str, s: Settings, n: int, group: str) -> tuple[int, float]:
     """One step over the n records pre-filled in s's transactions topic."""
     client = redis.Redis.from_url(s.redis.url)
-    store = RedisFeatureStore(client, s.redis.namespace, s.redis.ttl_days, FeatureEngine(7))
+    store = RedisFeatureStore(client, s.redis.namespace, s.redis.ttl_days, FeatureEngine())
     store.warm_up()
     try:
         return run_loop(s.kafka, s.kafka.topics.transactions, group, s.scorer.batch, step_process(step, s, store), n)

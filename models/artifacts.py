@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xgboost as xgb
 
+from models.decision import Thresholds
 from models.errors import ArtifactError
-from models.features import FEATURE_NAMES, FEATURE_SET_VERSION
+from models.featureset import DEFAULT_DELAY_DAYS, FEATURE_NAMES, FEATURE_SET_VERSION
 from models.xgb import Forest
 
 if TYPE_CHECKING:
@@ -36,30 +37,6 @@ MANIFEST = "manifest.json"
 # leading dot (so neither `..` nor a hidden folder), at most 64 characters.
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CURRENT = "CURRENT"  # a file in the artifacts root naming the promoted version
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """The approve/block band on the XGBoost score and the hybrid REVIEW/BLOCK cut-offs."""
-
-    approve_below: float
-    block_above: float
-    review_above: float
-    deep_block_above: float
-    fallback_review_above: float  # XGBoost-only REVIEW cut-off in the band, used while the deep stage is down
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: float(getattr(self, k)) for k in self.__slots__}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Thresholds:
-        d = dict(d)
-        # Versions trained before the fallback threshold existed review the upper half of the band.
-        d.setdefault("fallback_review_above", (float(d.get("approve_below", 0)) + float(d.get("block_above", 1))) / 2)
-        try:
-            return cls(*(float(d[k]) for k in cls.__slots__))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"thresholds in manifest are incomplete: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -87,6 +64,12 @@ class ModelBundle:
     def n_trees(self) -> int:
         return int(self.booster.num_boosted_rounds())
 
+    @property
+    def delay_days(self) -> int:
+        """The label delay the version's features were trained with: every feature store that
+        scores with this version computes terminal risk with the same delay."""
+        return int(self.manifest.get("train_config", {}).get("delay_days", DEFAULT_DELAY_DAYS))
+
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -95,8 +78,7 @@ def _sha256(path: Path) -> str:
 def library_versions() -> dict[str, str]:
     import torch
 
-    return {"python": platform.python_version(), "xgboost": xgb.__version__, "torch": torch.__version__,
-            "numpy": np.__version__}  # fmt: skip
+    return {"python": platform.python_version(), "xgboost": xgb.__version__, "torch": torch.__version__, "numpy": np.__version__}
 
 
 def save_bundle(

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from models.errors import DataError
+from models.units import DAY_MS
 
 REQUIRED = ("transaction_id", "event_time", "customer_id", "terminal_id", "amount", "is_fraud")
 OPTIONAL_DEFAULTS: dict[str, Any] = {
@@ -148,7 +149,7 @@ def labels_from_history(df: pd.DataFrame, delay_days: float) -> pd.DataFrame:
             "customer_id": frauds["customer_id"].to_numpy(),
             "terminal_id": frauds["terminal_id"].to_numpy(),
             "is_fraud": True,
-            "label_time": frauds["event_time"].to_numpy() + int(delay_days * 86_400_000),
+            "label_time": frauds["event_time"].to_numpy() + int(delay_days * DAY_MS),
             "event_time": frauds["event_time"].to_numpy(),
             "source": "history",
         }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DAY_MS = 86_400_000
+from models.units import DAY_MS
 
 
 def auc_roc(y: np.ndarray, score: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""The evaluation table over several seeds, as mean ± std (README's table).
+"""The evaluation table over several seeds, as mean ± std (the table in docs/models.md).
 
 python -m models.seeds --seeds 0 1 2
 """

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-DAY_MS = 86_400_000
+from models.units import DAY_MS, HOUR_MS
+
 MINUTE_MS = 60_000
 CHANNELS = ("POS", "ECOM", "ATM", "MOTO", "CONTACTLESS")
 MCCS = np.array([5411, 5812, 5541, 5311, 5999, 5732, 4111, 7011, 5912, 6011], dtype=np.int32)
@@ -101,7 +102,7 @@ def simulate(cfg: SimConfig) -> Simulation:
         hour = rng.normal(13.5, 4.5, n) % 24.0
         rows["cust"].append(np.full(n, c))
         rows["term"].append(rng.choice(usual, n))
-        rows["t"].append(cfg.start_ms + day * DAY_MS + (hour * 3_600_000).astype(np.int64))
+        rows["t"].append(cfg.start_ms + day * DAY_MS + (hour * HOUR_MS).astype(np.int64))
         rows["amount"].append(np.maximum(rng.normal(c_mean[c], c_mean[c] / 2, n), 0.5))
         rows["dev"].append(rng.integers(0, c_ndev[c], n))
 

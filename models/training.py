@@ -19,14 +19,15 @@ import pandas as pd
 import torch
 
 from models import xgb as xgbm
-from models.artifacts import Thresholds
 from models.dataset import to_events, to_label_events
+from models.decision import Outcome, Route, Thresholds, cascade
 from models.deep import DeepArch, HybridNet, predict_proba, train_deep
 from models.errors import DataError
 from models.evaluation import detection_metrics
-from models.features import FEATURE_NAMES, FeatureEngine, OfflineFeatures
-
-DAY_MS = 86_400_000
+from models.features import FeatureEngine, OfflineFeatures
+from models.featureset import FEATURE_NAMES
+from models.thresholds import band_thresholds, deep_thresholds
+from models.units import DAY_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,47 +63,6 @@ def compute_features(tx: pd.DataFrame, labels: pd.DataFrame, delay_days: int) ->
 
 def _days(tx: pd.DataFrame) -> np.ndarray:
     return np.asarray(tx["event_time"].to_numpy() // DAY_MS, dtype=np.int64)
-
-
-def band_thresholds(
-    y: np.ndarray, p: np.ndarray, max_fraud_share: float, min_precision: float, max_band_share: float = 1.0
-) -> tuple[float, float]:
-    """approve_below: the highest cut keeping <= max_fraud_share of frauds below it, raised
-    where needed so that at most max_band_share of traffic scores at or above it;
-    block_above: the lowest cut whose band above has precision >= min_precision."""
-    order = np.argsort(p, kind="mergesort")
-    ps, ys = p[order], y[order].astype(bool)
-    frauds_below = np.cumsum(ys)
-    allowed = max_fraud_share * ys.sum()
-    ok = np.flatnonzero(frauds_below <= allowed)
-    approve_below = float(ps[ok[-1]]) if ok.size else 0.0
-    if max_band_share < 1.0:
-        # The deep stage's capacity: the frauds this pushes into the approve band score so
-        # low on XGBoost that the review budget would not have reached them anyway.
-        approve_below = max(approve_below, float(np.quantile(ps, 1.0 - max_band_share)))
-    # precision of the band [ps[i], 1]
-    above_frauds = ys[::-1].cumsum()[::-1]
-    above_n = np.arange(len(ps), 0, -1)
-    precision = above_frauds / above_n
-    good = np.flatnonzero((precision >= min_precision) & (above_frauds >= 5))
-    block_above = float(ps[good[0]]) if good.size else 1.01  # never block on XGBoost alone
-    block_above = max(block_above, approve_below + 1e-6)
-    return approve_below, block_above
-
-
-def deep_thresholds(
-    y: np.ndarray, deep_p: np.ndarray, band: np.ndarray, n_total: int, review_budget: float, min_precision: float
-) -> tuple[float, float]:
-    """REVIEW/BLOCK on the hybrid score within the band: block where precision holds,
-    review the highest-scoring rest up to the review budget of all traffic."""
-    yb, pb = y[band], deep_p[band]
-    if yb.size == 0:
-        return 0.5, 0.9
-    _, deep_block = band_thresholds(yb, pb, 0.0, min_precision)
-    capacity = max(1, int(review_budget * n_total))
-    ranked = np.sort(pb)[::-1]
-    review = float(ranked[min(capacity, len(ranked)) - 1])
-    return min(review, deep_block), deep_block
 
 
 def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
@@ -223,11 +183,11 @@ def evaluate_scores(
         scores["mlp_alone"] = predict_proba(mlp, x, margin, lv)
     table = {name: detection_metrics(y, s, et, cust, review_budget) for name, s in scores.items()}
     p = scores["xgboost"]
-    band = (p >= th.approve_below) & (p < th.block_above)
-    approve = (p < th.approve_below) | (band & (scores["hybrid"] < th.review_above))
-    block = (p >= th.block_above) | (band & (scores["hybrid"] >= th.deep_block_above))
-    review = ~approve & ~block
-    cascade = {
+    routes, outcomes = cascade(p, scores["hybrid"], th)
+    band = routes == Route.DEEP
+    approve, block = outcomes == Outcome.APPROVE, outcomes == Outcome.BLOCK
+    review = outcomes == Outcome.REVIEW
+    shares = {
         "band_share": float(band.mean()),
         "approve_share": float(approve.mean()),
         "review_share": float(review.mean()),
@@ -235,7 +195,7 @@ def evaluate_scores(
         "fraud_caught_share": float((y & ~approve).sum() / max(y.sum(), 1)),
         "block_precision": float((y & block).sum() / max(block.sum(), 1)),
     }
-    return table, cascade
+    return table, shares
 
 
 def scoring_latency(booster: Any, deep: HybridNet, x: np.ndarray, sizes: tuple[int, ...]) -> dict[str, float]:

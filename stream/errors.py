@@ -3,7 +3,8 @@
     FraudstreamError
     ├── PoisonError            never retried: the record goes to the DLQ
     │   ├── DecodeError        framing or Avro body unreadable
-    │   └── ValidationError    decoded, but breaks the contract (missing id, absurd amount, ...)
+    │   ├── ValidationError    decoded, but breaks the contract (missing id, absurd amount, ...)
+    │   └── DuplicateTransaction  its transaction id was already decided from another record
     ├── TransientError         pause, back off, retry: the record is not lost
     │   ├── FeatureStoreError  Redis unreachable or timing out
     │   └── BrokerError        Kafka unreachable, fenced or timing out
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DecodeError",
+    "DuplicateTransaction",
     "FeatureStoreError",
     "FraudstreamError",
     "OffsetsError",
@@ -59,6 +61,11 @@ class DecodeError(PoisonError):
 
 class ValidationError(PoisonError):
     """The record decoded but violates the contract."""
+
+
+class DuplicateTransaction(PoisonError):
+    """The transaction id was already decided from another record (a resend, or the same id
+    under another customer): a second decision would break "exactly one per transaction"."""
 
 
 class TransientError(FraudstreamError):

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from typing import Any
 
 import structlog
+
+
+class Throttled:
+    """Warnings at most every `every_s` per event: an outage would repeat them on every batch."""
+
+    def __init__(self, log: Any, every_s: float = 10.0) -> None:
+        self.log, self.every_s = log, every_s
+        self._last: dict[str, float] = {}
+
+    def __call__(self, event: str, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(event, -1e18) >= self.every_s:
+            self._last[event] = now
+            self.log.warning(event, reason=reason)
 
 
 class StderrLogger:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from stream.records import BatchResult
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 LIVENESS_S = 60.0  # a loop that has not turned for this long is reported unhealthy
@@ -26,33 +27,45 @@ class Metrics:
         self.decisions = Counter("fraudstream_decisions", "Decisions by route and outcome", ["route", "decision"], registry=r)
         self.dlq = Counter("fraudstream_dlq_records", "Records sent to the DLQ by error class", ["error"], registry=r)
         self.records = Counter("fraudstream_records_consumed", "Records consumed", registry=r)
-        self.batch_size = Histogram("fraudstream_batch_size", "Records per micro-batch",
-                                    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500), registry=r)  # fmt: skip
-        self.step_seconds = Histogram("fraudstream_step_seconds", "Time per batch step", ["step"],
-                                      buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.decision_latency = Histogram("fraudstream_decision_latency_seconds", "Input append to decision",
-                                          buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.batch_size = Histogram(
+            "fraudstream_batch_size", "Records per micro-batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2500), registry=r
+        )
+        self.step_seconds = Histogram(
+            "fraudstream_step_seconds", "Time per batch step", ["step"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.decision_latency = Histogram(
+            "fraudstream_decision_latency_seconds", "Input append to decision", buckets=LATENCY_BUCKETS, registry=r
+        )
         self.lag = Gauge("fraudstream_consumer_lag", "Records behind the high watermark", ["partition"], registry=r)
-        self.fallback_level = Gauge("fraudstream_fallback_level",
-                                    "0 normal, 1 XGB_FALLBACK, 2 RULES, 3 SAFE_DEFAULT", registry=r)  # fmt: skip
+        self.fallback_level = Gauge("fraudstream_fallback_level", "0 normal, 1 XGB_FALLBACK, 2 RULES, 3 SAFE_DEFAULT", registry=r)
         self.model = Gauge("fraudstream_model_version_info", "Model version in use (value 1)", ["version"], registry=r)
         self.retries = Counter("fraudstream_batch_retries", "Batches aborted and retried", registry=r)
-        self.resets = Counter("fraudstream_client_resets", "Kafka clients rebuilt to heal a stall or an unknown outcome",
-                              registry=r)  # fmt: skip
+        self.resets = Counter(
+            "fraudstream_client_resets", "Kafka clients rebuilt to heal a stall or an unknown outcome", registry=r
+        )
         self.last_loop = time.monotonic()
         # Since when work has waited with nothing committed (None: progressing or idle).
         self.stuck_since: float | None = None
         self.ready = False
         self._version: str | None = None
 
-    def count_decisions(self, decided: Iterable[tuple[str, str, float]]) -> None:
-        """(route, outcome, latency_ms) per decision of a batch."""
+    def record_batch(self, result: BatchResult, dlq_topic: str | None = None) -> None:
+        """What a stage reported of one committed batch: decisions, dead letters, level, step times, model."""
+        for out in result.outputs:
+            if out.topic == dlq_topic:
+                self.dlq.labels(dict(out.headers).get("error.class", b"?").decode()).inc()
         tally: Tally[tuple[str, str]] = Tally()
-        for route_name, outcome, latency_ms in decided:
-            tally[(route_name, outcome)] += 1
-            self.decision_latency.observe(latency_ms / 1000)
+        for d in result.decided:
+            tally[(d.route, d.outcome)] += 1
+            self.decision_latency.observe(d.latency_ms / 1000)
         for (route_name, outcome), n in tally.items():
             self.decisions.labels(route_name, outcome).inc(n)
+        if result.level is not None:
+            self.fallback_level.set(int(result.level))
+        for step, seconds in result.step_seconds.items():
+            self.step_seconds.labels(step).observe(seconds)
+        if result.model_version is not None:
+            self.set_model(result.model_version)
 
     def set_model(self, version: str) -> None:
         if version != self._version:
@@ -61,7 +74,7 @@ class Metrics:
             self.model.labels(version).set(1)
             self._version = version
 
-    def progressed(self, now: float) -> None:
+    def progressed(self) -> None:
         """A batch committed, or nothing is waiting."""
         self.stuck_since = None
 

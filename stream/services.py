@@ -8,19 +8,20 @@ from collections.abc import Callable
 import redis
 import structlog
 
+from models.decision import Arm
 from models.features import FeatureEngine
+from models.featureset import DEFAULT_DELAY_DAYS
 from stream.config import Settings
-from stream.featurestore import RedisFeatureStore
-from stream.health import DEEP, DeepHealth
-from stream.labels import LabelConsumer
+from stream.kafka.loop import StageLoop
+from stream.kafka.schema_registry import codec_for
+from stream.kafka.topics import ensure_topics, pipeline_topics
 from stream.metrics import Metrics, serve
-from stream.policy import Arm
-from stream.progress import ProgressMarks
-from stream.registry import ModelRegistry
-from stream.registry_client import codec_for
-from stream.scorer import Scorer
-from stream.stage import StageLoop
-from stream.topics import ensure_topics, pipeline_topics
+from stream.stages.labels import LabelConsumer
+from stream.stages.scorer import Scorer
+from stream.state.featurestore import RedisFeatureStore
+from stream.state.liveness import DEEP, DeepHealth
+from stream.state.progress import ProgressMarks
+from stream.state.versions import ModelRegistry
 
 log = structlog.get_logger("fraudstream.services")
 
@@ -40,9 +41,9 @@ def feature_store(settings: Settings, delay_days: int) -> RedisFeatureStore:
 def _delay_days(models: ModelRegistry) -> int:
     bundle = models.usable
     if bundle is None:
-        log.warning("feature_delay_default", days=7, reason="no loadable model version at start")
-        return 7
-    return int(bundle.manifest.get("train_config", {}).get("delay_days", 7))
+        log.warning("feature_delay_default", days=DEFAULT_DELAY_DAYS, reason="no loadable model version at start")
+        return DEFAULT_DELAY_DAYS
+    return bundle.delay_days
 
 
 def _metrics(settings: Settings, service: str) -> Metrics:
@@ -59,15 +60,26 @@ def scorer_loop(settings: Settings, instance: str = "0") -> StageLoop:
     store = feature_store(settings, _delay_days(models))
     metrics = _metrics(settings, "scorer")
     health = DeepHealth(settings.kafka, settings.deep.group_id, store, settings.fallback, time.monotonic)
-    scorer = Scorer(codec_for(settings.kafka), store, models, settings.kafka.topics, settings.scorer, settings.fallback,
-                    health.available, metrics=metrics,
-                    arms=[Arm(a.name, a.share, a.model_version) for a in settings.arms])  # fmt: skip
+    arms = [Arm(a.name, a.share, a.model_version) for a in settings.arms]
+    topics = settings.kafka.topics
+    scorer = Scorer(
+        codec_for(settings.kafka), store, models, topics, settings.scorer, settings.fallback, health.available, arms=arms
+    )
     scorer.warm_up()
     health.start()
     s = settings.scorer
-    return StageLoop("scorer", settings.kafka, s.group_id, settings.kafka.topics.transactions,
-                     f"{s.transactional_id_prefix}-{instance}", s.batch, scorer.process, metrics=metrics,
-                     dlq_topic=settings.kafka.topics.dlq, marks=_marks(settings, store, s.group_id))  # fmt: skip
+    return StageLoop(
+        "scorer",
+        settings.kafka,
+        s.group_id,
+        settings.kafka.topics.transactions,
+        f"{s.transactional_id_prefix}-{instance}",
+        s.batch,
+        scorer.process,
+        metrics=metrics,
+        dlq_topic=settings.kafka.topics.dlq,
+        marks=_marks(settings, store, s.group_id),
+    )
 
 
 def _marks(settings: Settings, store: RedisFeatureStore, group: str) -> ProgressMarks:
@@ -95,26 +107,46 @@ def heartbeat(store: RedisFeatureStore, ttl_s: float, every_s: float = 0.5) -> C
 
 
 def deep_loop(settings: Settings, instance: str = "0") -> StageLoop:
-    from stream.deep_worker import DeepWorker  # torch: only the deep worker pays for it
+    from stream.stages.deep import DeepWorker  # torch: only the deep worker pays for it
 
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
     models = ModelRegistry(settings.model.dir, settings.model.version, threads=settings.deep.cpu_threads)
     metrics = _metrics(settings, "deep")
-    worker = DeepWorker(codec_for(settings.kafka), models, settings.kafka.topics, settings.deep, metrics=metrics)
-    store = feature_store(settings, 7)
+    worker = DeepWorker(codec_for(settings.kafka), models, settings.kafka.topics, settings.deep)
+    store = feature_store(settings, _delay_days(models))
     beat = heartbeat(store, settings.fallback.deep_heartbeat_s)
     d = settings.deep
-    return StageLoop("deep", settings.kafka, d.group_id, settings.kafka.topics.ambiguous,
-                     f"{d.transactional_id_prefix}-{instance}", d.batch, worker.process, metrics=metrics, tick=beat,
-                     dlq_topic=settings.kafka.topics.dlq, marks=_marks(settings, store, d.group_id))  # fmt: skip
+    return StageLoop(
+        "deep",
+        settings.kafka,
+        d.group_id,
+        settings.kafka.topics.ambiguous,
+        f"{d.transactional_id_prefix}-{instance}",
+        d.batch,
+        worker.process,
+        metrics=metrics,
+        tick=beat,
+        dlq_topic=settings.kafka.topics.dlq,
+        marks=_marks(settings, store, d.group_id),
+    )
 
 
-def labels_loop(settings: Settings, delay_days: int = 7, instance: str = "0") -> StageLoop:
+def labels_loop(settings: Settings, instance: str = "0") -> StageLoop:
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka))
-    store = feature_store(settings, delay_days)
+    # Labels only count; the delay matters where features are read. The store needs one all the same.
+    store = feature_store(settings, DEFAULT_DELAY_DAYS)
     consumer = LabelConsumer(codec_for(settings.kafka), store, settings.kafka.topics)
     metrics = _metrics(settings, "labels")
     lb = settings.labels
-    return StageLoop("labels", settings.kafka, lb.group_id, settings.kafka.topics.labels,
-                     f"{lb.transactional_id_prefix}-{instance}", lb.batch, consumer.process, metrics=metrics,
-                     dlq_topic=settings.kafka.topics.dlq, marks=_marks(settings, store, lb.group_id))  # fmt: skip
+    return StageLoop(
+        "labels",
+        settings.kafka,
+        lb.group_id,
+        settings.kafka.topics.labels,
+        f"{lb.transactional_id_prefix}-{instance}",
+        lb.batch,
+        consumer.process,
+        metrics=metrics,
+        dlq_topic=settings.kafka.topics.dlq,
+        marks=_marks(settings, store, lb.group_id),
+    )

@@ -23,11 +23,11 @@ from models.artifacts import save_bundle
 from models.dataset import to_events
 from models.simulator import SimConfig, Simulation, simulate
 from models.training import TrainConfig, train_models
-from stream.codec import Codec
 from stream.config import Settings, load_settings
-from stream.feed import produce_stream
+from stream.kafka.codec import Codec
+from stream.kafka.topics import ensure_topics, pipeline_topics
+from stream.ops.feed import produce_stream
 from stream.testing import LocalInfra, free_port, infra_env, run_infra
-from stream.topics import ensure_topics, pipeline_topics
 
 # Enough customers that 20,000 transactions span less than the 7-day label delay: terminal
 # features then do not depend on how far one partition runs ahead of another in a burst.
@@ -59,7 +59,9 @@ class Pipeline:
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, kind: str, instance: str = "0", args: tuple[str, ...] = (), **env: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, kind: str, instance: str = "0", args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         name = f"{kind}-{instance}"
         old = self.procs.get(name)
         if old is not None and old.poll() is None:
@@ -68,7 +70,7 @@ class Pipeline:
         with open(self.logs / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "stream", kind, "--instance", instance, *args],
-                env={**self.env, **env},
+                env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=log,
             )
@@ -78,8 +80,8 @@ class Pipeline:
     def start_stages(self, score_env: dict[str, str] | None = None, deep_env: dict[str, str] | None = None) -> None:
         """Scorer and deep worker; returns once both own partitions and one health check
         has seen the worker's heartbeat, so the band goes to the deep stage from the start."""
-        self.start("score", **(score_env or {}))
-        self.start("deep", **(deep_env or {}))
+        self.start("score", env=score_env)
+        self.start("deep", env=deep_env)
         wait_assigned(self, "score-0")
         wait_assigned(self, "deep-0")
         time.sleep(1.0)

@@ -20,13 +20,13 @@ from models.artifacts import load_bundle
 from models.deep import predict_proba
 from models.evaluation import detection_metrics
 from models.training import compute_features
-from stream import backtest as bt
-from stream.codec import Codec
-from stream.explain import explain
-from stream.replay import replay
-from stream.report import PLOTS, live_scores_for, render
-from stream.timerange import read_range
-from stream.topics import ensure_topics
+from stream.kafka.codec import Codec
+from stream.kafka.topics import ensure_topics
+from stream.ops import backtest as bt
+from stream.ops.explain import explain
+from stream.ops.replay import replay
+from stream.ops.report import PLOTS, live_scores_for, render
+from stream.ops.timerange import read_range
 from tests.e2e.conftest import Pipeline, TrainedModel, last_events
 
 pytestmark = pytest.mark.e2e
@@ -127,16 +127,17 @@ def test_backtest_replay_explain_and_shadow(pipeline: Pipeline, trained: Trained
     assert records(target, 0, None) == records(pipeline.settings.kafka.topics.transactions, t1, t2)
 
     # 6. explain a REVIEW/BLOCK decision: contributions add up to each model's output
-    flagged = [d for d in data.live.values() if d["decision"] != "APPROVE"]
-    deep_flagged = [d for d in flagged if d["route"] == "DEEP"]
+    flagged = [d for d in data.live.values() if d.outcome.name != "APPROVE"]
+    deep_flagged = [d for d in flagged if d.route.name == "DEEP"]
     chosen = (deep_flagged or flagged)[0]
-    e = explain(pipeline.settings.kafka, trained.root, chosen["transaction_id"], 0, None, 1.0)
-    assert e.decision["transaction_id"] == chosen["transaction_id"]
+    xgb_score = float(chosen.xgb_score or 0.0)
+    e = explain(pipeline.settings.kafka, trained.root, chosen.transaction_id, 0, None, 1.0)
+    assert e.decision.transaction_id == chosen.transaction_id
     assert e.xgb.additivity_error < 1e-3
-    assert e.xgb.output == pytest.approx(float(np.log(chosen["xgb_score"] / (1 - chosen["xgb_score"]))), abs=1e-3)
+    assert e.xgb.output == pytest.approx(float(np.log(xgb_score / (1 - xgb_score))), abs=1e-3)
     if e.deep is not None:
         assert e.deep.additivity_error < 0.02 * max(1.0, abs(e.deep.output - e.deep.base))
-        assert torch.sigmoid(torch.tensor(e.deep.output)).item() == pytest.approx(chosen["deep_score"], abs=1e-4)
+        assert torch.sigmoid(torch.tensor(e.deep.output)).item() == pytest.approx(chosen.deep_score, abs=1e-4)
 
     # Shadow mode: a candidate decides everything into the shadow topic, real decisions untouched.
     pipeline.start("shadow", "0", args=("--model", trained.version))

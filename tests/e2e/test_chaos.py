@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from models.dataset import to_label_events
-from stream.chaos import FAULT_CLASSES, RECOVER_S, Chaos
+from stream.ops.chaos import FAULT_CLASSES, RECOVER_S, Chaos
 from tests.e2e.conftest import TrainedModel, last_events
 
 pytestmark = pytest.mark.e2e

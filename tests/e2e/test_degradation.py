@@ -18,8 +18,8 @@ from fastavro import parse_schema, schemaless_writer
 
 import schemas
 from models.artifacts import promote
-from stream.codec import Codec, frame
-from stream.dlq import headers_dict
+from stream.deadletter import headers_dict
+from stream.kafka.codec import Codec, frame
 from stream.testing import free_port, sample_transaction
 from tests.e2e.conftest import Pipeline, RedisServer, TrainedModel, last_events, wait_assigned
 
@@ -51,7 +51,7 @@ def test_deep_worker_down_falls_back_to_xgboost_then_recovers(pipeline: Pipeline
     assert routes(second)["DEEP"] == 0
     assert {d["decision"] for d in second if d["route"] == "XGB_FALLBACK"} <= {"APPROVE", "REVIEW"}
 
-    pipeline.start("deep", **fast)
+    pipeline.start("deep", env=fast)
     wait_assigned(pipeline, "deep-0", after=1)
     time.sleep(1.0)
     third = phase(pipeline, events[4000:], 4000)

@@ -19,8 +19,8 @@ from confluent_kafka.admin import AdminClient
 
 from models.artifacts import promote
 from models.dataset import to_label_events
-from stream.codec import Codec
-from stream.dlq import headers_dict
+from stream.deadletter import headers_dict
+from stream.kafka.codec import Codec
 from tests.e2e.conftest import OwnInfra, Pipeline, TrainedModel, last_events, wait_assigned
 
 pytestmark = pytest.mark.e2e
@@ -82,8 +82,8 @@ def test_label_consumer_stops_on_sigterm_after_a_broker_restart(
 def test_a_scorer_paused_past_its_timeouts_rejoins_decides_and_exits_cleanly(pipeline: Pipeline, trained: TrainedModel) -> None:
     events = last_events(trained.sim, 9_000)
     short_txn = {"FRAUDSTREAM_KAFKA__TRANSACTION_TIMEOUT_MS": "10000"}
-    pipeline.start("score", "0", **short_txn)
-    pipeline.start("score", "1", **short_txn)
+    pipeline.start("score", "0", env=short_txn)
+    pipeline.start("score", "1", env=short_txn)
     pipeline.start("deep")
     for name in ("score-0", "score-1", "deep-0"):
         wait_assigned(pipeline, name)

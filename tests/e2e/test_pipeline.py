@@ -8,6 +8,7 @@ import re
 import signal
 import time
 from collections import Counter
+from typing import cast
 
 import numpy as np
 import pytest
@@ -17,10 +18,11 @@ from confluent_kafka import Consumer, TopicPartition
 
 from models import xgb as xgbm
 from models.artifacts import load_bundle
-from models.features import HISTORY_DTYPE, FeatureEngine, OfflineFeatures
-from stream.codec import Codec
-from stream.dlq import headers_dict
-from stream.runtime import DeviceRunner
+from models.features import FeatureEngine, OfflineFeatures
+from models.featureset import HISTORY_DTYPE
+from stream.deadletter import headers_dict
+from stream.kafka.codec import Codec
+from stream.stages.runtime import DeviceRunner
 from stream.testing import sample_transaction
 from tests.e2e.conftest import Pipeline, TrainedModel, last_events
 
@@ -96,7 +98,7 @@ def _customer_counts(pipeline: Pipeline, customers: set[str]) -> dict[str, int]:
     out = {}
     for c in customers:
         blob = client.get(f"fs:{ns}:{{c:{c}}}")
-        out[c] = len(np.frombuffer(blob, dtype=HISTORY_DTYPE)) if blob else 0
+        out[c] = len(np.frombuffer(cast(bytes, blob), dtype=HISTORY_DTYPE)) if blob else 0
     client.close()
     return out
 
@@ -129,7 +131,7 @@ def test_at_least_once_decides_everything_through_a_crash_and_commits_all_on_shu
     feeder = pipeline.feed(events, 1_500.0)
     time.sleep(2.0)
     assert pipeline.kill("score-0") == -signal.SIGKILL  # batches in flight: produced, not committed
-    pipeline.start("score", **alos)
+    pipeline.start("score", env=alos)
     feeder.join()
 
     decisions = pipeline.decisions(len(events), timeout_s=240)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from models.deep import DeepArch, HybridNet
-from models.features import N_FEATURES
+from models.featureset import N_FEATURES
 from models.xgb import LEAF_SLOTS
-from stream.runtime import DeviceRunner
+from stream.stages.runtime import DeviceRunner
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU with CUDA")]
 

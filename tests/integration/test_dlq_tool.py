@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import Any, cast
 
 import pytest
 from confluent_kafka import Consumer, Producer
 from typer.testing import CliRunner
 
 from stream.cli import app
-from stream.codec import Failure, Source
 from stream.config import load_settings
-from stream.dlq import dlq_record
+from stream.deadletter import dead_letter
+from stream.errors import DecodeError, ValidationError
+from stream.kafka.topics import ensure_topics
+from stream.records import Failure, Source
 from stream.testing import LocalInfra
-from stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +27,12 @@ def test_list_show_and_redrive(infra: LocalInfra, uid: str) -> None:
     kafka = load_settings(environ=env).kafka
     ensure_topics(kafka, list(topics.values()), partitions=1)
     producer = Producer(kafka.producer_config(None))
-    for i, (err, raw) in enumerate([("DecodeError", b"\xff\x00junk"), ("ValidationError", b"\x00\x00\x00\x03\xe9bad")]):
-        rec = dlq_record(
+    for i, (err, raw) in enumerate([(DecodeError, b"\xff\x00junk"), (ValidationError, b"\x00\x00\x00\x03\xe9bad")]):
+        rec = dead_letter(
             kafka.topics.dlq, Failure(raw, err, f"reason {i}", Source(topics["transactions"], 0, 40 + i, 1, b"k%d" % i)), "scorer"
         )
         topic, key, value, headers = rec
-        producer.produce(topic, value=value, key=key, headers=headers)
+        producer.produce(topic, value=value, key=key, headers=cast(Any, headers))
     producer.flush(10)
 
     runner = CliRunner()
@@ -52,4 +54,4 @@ def test_list_show_and_redrive(infra: LocalInfra, uid: str) -> None:
         got = [m for m in consumer.consume(10, 0.5) if m.error() is None]
     consumer.close()
     assert [(m.key(), m.value()) for m in got] == [(b"k0", b"\xff\x00junk")]
-    assert dict(got[0].headers())["dlq.redriven_from"] == f"{kafka.topics.dlq}/0:0".encode()
+    assert dict(cast(Any, got[0].headers()))["dlq.redriven_from"] == f"{kafka.topics.dlq}/0:0".encode()

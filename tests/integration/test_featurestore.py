@@ -3,14 +3,17 @@ idempotent re-delivery, labels counted once."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pytest
 import redis
 
 from models.dataset import to_events, to_label_events
-from models.features import FeatureEngine, OfflineFeatures, ring_counts, ring_from_bytes
+from models.features import FeatureEngine, OfflineFeatures
+from models.featureset import ring_counts, ring_from_bytes
 from models.simulator import SimConfig, simulate
-from stream.featurestore import RedisFeatureStore
+from stream.state.featurestore import RedisFeatureStore
 from stream.testing import LocalInfra
 
 pytestmark = pytest.mark.integration
@@ -38,27 +41,25 @@ def test_online_equals_offline_with_labels_and_redelivery(infra: LocalInfra, uid
             np.testing.assert_array_equal(again, online[-1])
     offline = OfflineFeatures(FeatureEngine(7)).run(events, labels, batch=300)
     np.testing.assert_array_equal(np.concatenate(online), offline)
-    ring = ring_from_bytes(client.get(store.terminal_key(labels[0]["terminal_id"])))
+    ring = ring_from_bytes(cast(bytes | None, client.get(store.terminal_key(labels[0]["terminal_id"]))))
     assert any(frauds for _, frauds in ring_counts(ring).values())
     client.close()
 
 
 def test_a_transaction_id_claimed_by_one_record_is_a_repeat_under_any_customer(infra: LocalInfra, uid: str) -> None:
-    from models.features import SOURCE_KEY
     from stream.testing import sample_transaction
 
     client = redis.Redis.from_url(infra.redis_url)
     store = RedisFeatureStore(client, uid, 40, FeatureEngine(7))
-    first = [{**sample_transaction(i), SOURCE_KEY: 1000 + i} for i in range(4)]
-    assert not store.features(first).repeats.any()
+    first = [sample_transaction(i) for i in range(4)]
+    first_src = [1000 + i for i in range(4)]
+    assert not store.features(first, first_src).repeats.any()
     # The same record again (a batch redone after an abort) keeps its claim: no repeat.
-    assert not store.features(first).repeats.any()
+    assert not store.features(first, first_src).repeats.any()
     history = client.get(store.customer_key(first[0]["customer_id"]))
     # The same ids from other records, under other customers: repeats, and the state is untouched.
-    other = [{**e, "customer_id": f"other-{i}", SOURCE_KEY: 2000 + i} for i, e in enumerate(first[:2])] + [
-        {**sample_transaction(99), SOURCE_KEY: 3000}
-    ]
-    result = store.features(other)
+    other = [{**e, "customer_id": f"other-{i}"} for i, e in enumerate(first[:2])] + [sample_transaction(99)]
+    result = store.features(other, [2000, 2001, 3000])
     assert result.repeats.tolist() == [True, True, False]
     assert np.isnan(result.features[:2]).all() and not np.isnan(result.features[2]).all()
     assert client.get(store.customer_key("other-0")) is None

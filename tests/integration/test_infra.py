@@ -54,7 +54,8 @@ def test_taken_port_gives_one_line_naming_it(tmp_path: Path) -> None:
 
 
 def test_up_after_a_broker_crash_keeps_its_topics_and_reset_is_explicit(tmp_path: Path) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     kafka_port, redis_port = free_port(), free_port()
     env = infra_env(tmp_path, kafka_port, redis_port)

@@ -8,11 +8,11 @@ from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from stream.cli import app
-from stream.codec import Codec
 from stream.config import KafkaSettings
 from stream.errors import BrokerError
+from stream.kafka.codec import Codec
+from stream.kafka.topics import ensure_topics, wait_served
 from stream.testing import LocalInfra, free_port, sample_transaction
-from stream.topics import ensure_topics, wait_served
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from models import xgb as xgbm
 from models.artifacts import load_bundle, save_bundle
 from models.deep import predict_proba
 from models.errors import ArtifactError
-from models.features import FEATURE_NAMES
+from models.featureset import FEATURE_NAMES
 from models.simulator import SimConfig, simulate
 from models.training import TrainConfig, compute_features, train_models
 from stream.cli import app
@@ -65,8 +65,8 @@ import sys
 from pathlib import Path
 import numpy as np
 import stream.cli, stream.services
-from models.features import N_FEATURES
-from stream.registry import ModelRegistry
+from models.featureset import N_FEATURES
+from stream.state.versions import ModelRegistry
 model = Path(sys.argv[1])
 bundle = ModelRegistry(model.parent, model.name, deep=False).current()
 assert bundle.forest is not None
@@ -132,7 +132,7 @@ def test_a_bad_deploy_never_stops_a_service_and_names_are_never_paths(saved: Pat
     import shutil
 
     from models.artifacts import promote
-    from stream.registry import ModelRegistry
+    from stream.state.versions import ModelRegistry
 
     root = tmp_path / "artifacts"
     shutil.copytree(saved, root / "v1")

@@ -12,11 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from stream.codec import HEADER
 from stream.config import load_settings
-from stream.registry_client import codec_for
+from stream.kafka.codec import HEADER
+from stream.kafka.schema_registry import codec_for
+from stream.kafka.topics import ensure_topics
 from stream.testing import LocalInfra, sample_transaction
-from stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

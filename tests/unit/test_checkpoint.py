@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from stream.checkpoint import Checkpoint
 from stream.errors import BrokerError, RewindError
+from stream.kafka.checkpoint import Checkpoint
 
 Ack = Callable[[KafkaError | None, Message], None]
 

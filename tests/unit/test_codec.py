@@ -6,8 +6,8 @@ import pytest
 from confluent_kafka import Message
 
 import schemas
-from stream.codec import HEADER, BundledIds, Codec, frame, unframe
 from stream.errors import DecodeError
+from stream.kafka.codec import HEADER, BundledIds, Codec, frame, unframe
 from stream.testing import sample_transaction
 
 CODEC = Codec()
@@ -141,5 +141,5 @@ def test_decode_messages_keeps_provenance() -> None:
     assert batch.oks[0].source.timestamp_ms == 1234
     (err,) = batch.errs
     assert (err.source.topic, err.source.partition, err.source.offset) == ("fraud.transactions", 3, 18)
-    assert err.error == "DecodeError"
+    assert err.error is DecodeError
     assert err.raw == b"\xff"

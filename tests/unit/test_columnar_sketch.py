@@ -12,7 +12,7 @@ from fastavro import schemaless_reader
 
 from bench.columnar import Malformed, decode_columns, to_records
 from schemas import wire
-from stream.codec import Codec, unframe
+from stream.kafka.codec import Codec, unframe
 from stream.testing import sample_transaction
 
 CODEC = Codec()

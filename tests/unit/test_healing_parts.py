@@ -10,11 +10,12 @@ import pytest
 
 from models.artifacts import check_version
 from models.errors import ArtifactError
-from stream.codec import Failure, Source
 from stream.config import PRODUCER_MAX_MESSAGE_BYTES
-from stream.dlq import MAX_DLQ_VALUE_BYTES, dlq_record, headers_dict
-from stream.kafkalog import RateLimitedHandler
+from stream.deadletter import MAX_DLQ_VALUE_BYTES, dead_letter, headers_dict
+from stream.errors import DecodeError, ValidationError
+from stream.kafka.clientlog import RateLimitedHandler
 from stream.metrics import STALL_S, Metrics
+from stream.records import Failure, Source
 from stream.testing import FakeClock
 
 
@@ -24,7 +25,7 @@ def source() -> Source:
 
 def test_an_oversized_record_is_dead_lettered_with_its_digest_not_its_bytes() -> None:
     raw = b"\x00" * 1_500_000
-    topic, key, value, headers = dlq_record("dlq", Failure(raw, "ValidationError", "too big", source()), "scorer", now_ms=5)
+    topic, key, value, headers = dead_letter("dlq", Failure(raw, ValidationError, "too big", source()), "scorer", now_ms=5)
     h = headers_dict(headers)
     assert (topic, key, value) == ("dlq", b"key", None)
     assert h["payload.omitted"] == "true" and h["payload.bytes"] == "1500000"
@@ -35,7 +36,7 @@ def test_an_oversized_record_is_dead_lettered_with_its_digest_not_its_bytes() ->
 
 def test_a_record_within_the_limit_is_copied_whole() -> None:
     raw = b"\x01" * MAX_DLQ_VALUE_BYTES
-    _topic, _key, value, headers = dlq_record("dlq", Failure(raw, "DecodeError", "bad", source()), "scorer", now_ms=5)
+    _topic, _key, value, headers = dead_letter("dlq", Failure(raw, DecodeError, "bad", source()), "scorer", now_ms=5)
     assert value == raw and "payload.omitted" not in headers_dict(headers)
 
 
@@ -71,7 +72,7 @@ def test_healthz_fails_once_work_has_waited_stall_s_without_progress() -> None:
     assert m.stalled(100.0 + STALL_S)
     m.waiting(130.0)  # still waiting: the stall counts from the first moment
     assert m.stalled(100.0 + STALL_S)
-    m.progressed(161.0)
+    m.progressed()
     assert not m.stalled(500.0)
     m.waiting(600.0, restart=True)
     assert not m.stalled(600.0 + STALL_S - 1)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import redis
 
-from models.features import HISTORY_DTYPE, FeatureEngine
-from stream.featurestore import RedisFeatureStore
+from models.features import FeatureEngine
+from models.featureset import HISTORY_DTYPE
+from stream.state.featurestore import RedisFeatureStore
 
 
 def test_key_layout_is_pinned() -> None:

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from stream.errors import BrokerError
-from stream.topics import wait_served
+from stream.kafka.topics import wait_served
 
 
 @dataclass

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from stream.checkpoint import Checkpoint
 from stream.errors import BrokerError, ClientResetError
+from stream.kafka.checkpoint import Checkpoint
+from stream.records import Output
 
 
 def timed_out() -> KafkaException:
@@ -82,7 +83,7 @@ def checkpoint(producer: ScriptedProducer, consumer: Consumer, committed: list[A
 
 def test_a_commit_that_timed_out_is_resumed_not_aborted() -> None:
     producer, consumer, committed = ScriptedProducer(commit=[timed_out(), timed_out()]), Consumer(), []
-    checkpoint(producer, consumer, committed).commit(messages(), [("out", b"k", b"v", [])])
+    checkpoint(producer, consumer, committed).commit(messages(), [Output("out", b"k", b"v", [])])
     assert producer.calls == ["init", "begin", "send_offsets", "produce", "commit", "commit", "commit"]
     assert consumer.seeks == [] and [[(tp.partition, tp.offset) for tp in c] for c in committed] == [[(0, 6)]]
 
@@ -129,12 +130,16 @@ def test_a_transactional_call_that_never_returns_is_given_up() -> None:
     import threading
     import time
 
-    from stream.checkpoint import bounded
+    from stream.kafka.calls import bounded
 
     forever = threading.Event()
     began = time.monotonic()
+
+    def hang() -> None:
+        forever.wait()
+
     with pytest.raises(ClientResetError, match="did not return within 0 s"):
-        bounded("send_offsets_to_transaction", forever.wait, 0.2)
+        bounded("send_offsets_to_transaction", hang, 0.2)
     assert time.monotonic() - began < 5
     forever.set()
     with pytest.raises(KafkaException):

@@ -1,0 +1,209 @@
+"""Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body.
+
+Decoding a batch never raises for a bad record: it returns the good records and
+the failures side by side (errors as values), each failure carrying the raw bytes
+and a reason so the DLQ can keep them untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import Message
+from fastavro import schemaless_reader, schemaless_writer
+
+import schemas
+from stream.errors import DecodeError, PoisonError, ValidationError
+from stream.records import BufferRecord, Decision, Failure, Source
+
+MAGIC = 0
+HEADER = struct.Struct(">bI")
+
+# Contract limits for a Transaction. Amounts are minor units; a single card payment
+# above 10^10 minor units (100 million in a 2-decimal currency) is treated as corrupt.
+MAX_AMOUNT = 10_000_000_000
+MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_EVENT_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+
+
+class SchemaIds(Protocol):
+    """Where schema ids come from: the bundled fixed ids or a Schema Registry."""
+
+    def id_for(self, name: str) -> int:
+        """The id to frame records of schema `name` with."""
+        ...
+
+    def name_for(self, schema_id: int) -> str | None:
+        """The bundled schema an id stands for, or None when unknown."""
+        ...
+
+
+class BundledIds:
+    """The fixed ids shipped with `schemas/`."""
+
+    def __init__(self) -> None:
+        self._by_id = {schemas.fixed_id(name): name for name in schemas.BUNDLED}
+
+    def id_for(self, name: str) -> int:
+        return schemas.fixed_id(name)
+
+    def name_for(self, schema_id: int) -> str | None:
+        return self._by_id.get(schema_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A record that decoded and validated, with its bytes (for a dead letter after later checks)."""
+
+    value: dict[str, Any]
+    source: Source
+    raw: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """The outcome of decoding one micro-batch."""
+
+    oks: list[Decoded]
+    errs: list[Failure]
+
+
+def frame(schema_id: int, body: bytes) -> bytes:
+    """Prefix an Avro body with the Confluent header."""
+    return HEADER.pack(MAGIC, schema_id) + body
+
+
+def unframe(raw: bytes | None) -> tuple[int, bytes]:
+    """Split a framed record into (schema id, body); DecodeError when it is not framed."""
+    if raw is None:
+        raise DecodeError("null value (tombstone) where a record was expected", raw)
+    if len(raw) < HEADER.size:
+        raise DecodeError(f"{len(raw)} bytes is shorter than the 5-byte Confluent header", raw)
+    magic, schema_id = HEADER.unpack_from(raw)
+    if magic != MAGIC:
+        raise DecodeError(f"unknown magic byte {magic} (expected {MAGIC})", raw)
+    return schema_id, raw[HEADER.size :]
+
+
+def validate_transaction(tx: Mapping[str, Any]) -> None:
+    """Contract checks Avro types cannot express; ValidationError names the field."""
+    if not tx["transaction_id"]:
+        raise ValidationError("transaction_id is empty")
+    if not tx["customer_id"]:
+        raise ValidationError("customer_id is empty")
+    if not tx["terminal_id"]:
+        raise ValidationError("terminal_id is empty")
+    amount = tx["amount"]
+    if amount < 0:
+        raise ValidationError(f"amount {amount} is negative")
+    if amount > MAX_AMOUNT:
+        raise ValidationError(f"amount {amount} exceeds the contract limit {MAX_AMOUNT}")
+    t = tx["event_time"]
+    if not MIN_EVENT_TIME_MS <= t <= MAX_EVENT_TIME_MS:
+        raise ValidationError(f"event_time {t} ms is outside 2000..2100")
+    for field in ("latitude", "longitude"):
+        v = tx.get(field)
+        if v is not None and not math.isfinite(v):
+            raise ValidationError(f"{field} is not finite")
+    lat, lon = tx.get("latitude"), tx.get("longitude")
+    if lat is not None and not -90.0 <= lat <= 90.0:
+        raise ValidationError(f"latitude {lat} is outside -90..90")
+    if lon is not None and not -180.0 <= lon <= 180.0:
+        raise ValidationError(f"longitude {lon} is outside -180..180")
+
+
+_VALIDATORS = {"Transaction": validate_transaction}
+
+
+class Codec:
+    """Encodes and decodes fraudstream records in the Confluent wire format."""
+
+    def __init__(self, ids: SchemaIds | None = None) -> None:
+        self._ids: SchemaIds = ids or BundledIds()
+
+    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
+        """Frame and Avro-encode `record` with schema `name`."""
+        buf = io.BytesIO()
+        schemaless_writer(buf, schemas.wire(name), record)
+        return frame(self._ids.id_for(name), buf.getvalue())
+
+    def encode_decision(self, decision: Decision) -> bytes:
+        return self.encode("Decision", decision.as_avro())
+
+    def encode_buffer(self, record: BufferRecord) -> bytes:
+        return self.encode("ScoredTransaction", record.as_avro())
+
+    def decode_decision(self, raw: bytes | None) -> Decision:
+        return Decision.from_avro(self.decode("Decision", raw))
+
+    def decode_buffer(self, messages: Iterable[Message]) -> tuple[list[tuple[BufferRecord, Source]], list[Failure]]:
+        """Buffer records of a consumed batch, typed, and the failures."""
+        batch = self.decode_messages("ScoredTransaction", messages)
+        return [(BufferRecord.from_avro(d.value), d.source) for d in batch.oks], batch.errs
+
+    def decode(self, name: str, raw: bytes | None) -> dict[str, Any]:
+        """Decode one framed record of schema `name`; PoisonError when unusable."""
+        schema_id, body = unframe(raw)
+        found = self._ids.name_for(schema_id)
+        if found is None:
+            raise DecodeError(f"unknown schema id {schema_id}", raw)
+        if found != name:
+            raise DecodeError(f"schema id {schema_id} is {found}, expected {name}", raw)
+        stream = io.BytesIO(body)
+        try:
+            value = schemaless_reader(stream, schemas.wire(name), None, return_record_name=False)
+        except Exception as exc:
+            raise DecodeError(f"Avro body unreadable: {type(exc).__name__}: {exc}", raw) from exc
+        if not isinstance(value, dict):
+            raise DecodeError("Avro body is not a record", raw)
+        if stream.tell() != len(body):
+            raise DecodeError(f"{len(body) - stream.tell()} trailing bytes after the Avro record", raw)
+        validator = _VALIDATORS.get(name)
+        if validator is not None:
+            try:
+                validator(value)
+            except PoisonError as exc:
+                raise ValidationError(exc.reason, raw) from exc
+        return value
+
+    def decode_messages(self, name: str, messages: Iterable[Message]) -> DecodedBatch:
+        """Decode a consumed batch into good records and failures; never raises per record."""
+        return self._decode_all(name, ((m.value(), source_of(m)) for m in messages))
+
+    def decode_values(self, name: str, raws: Sequence[bytes | None]) -> DecodedBatch:
+        """Decode bare values (no Kafka metadata); used by tools and property tests."""
+        return self._decode_all(name, ((raw, Source("", -1, i, 0, None)) for i, raw in enumerate(raws)))
+
+    def _decode_all(self, name: str, items: Iterable[tuple[bytes | None, Source]]) -> DecodedBatch:
+        oks: list[Decoded] = []
+        errs: list[Failure] = []
+        for raw, source in items:
+            try:
+                oks.append(Decoded(self.decode(name, raw), source, raw))
+            except PoisonError as exc:
+                errs.append(Failure(raw, type(exc), exc.reason, source))
+        return DecodedBatch(oks, errs)
+
+
+def source_of(msg: Message) -> Source:
+    """Provenance of a consumed message."""
+    _, ts = msg.timestamp()
+    partition, offset = msg.partition(), msg.offset()
+    return Source(
+        topic=msg.topic() or "",
+        partition=-1 if partition is None else partition,
+        offset=-1 if offset is None else offset,
+        timestamp_ms=ts,
+        key=_key_bytes(msg.key()),
+    )
+
+
+def _key_bytes(key: str | bytes | None) -> bytes | None:
+    if key is None or isinstance(key, bytes):
+        return key
+    return key.encode()

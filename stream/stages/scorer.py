@@ -1,0 +1,242 @@
+"""Stage 1: decode, features from Redis, XGBoost over the batch, route.
+
+A batch goes through these steps, in this order, and comes back as a BatchResult:
+
+    admit     decode and check every record; unreadable ones become dead letters
+    features  one feature-store call for the batch (None while Redis is down); a
+              transaction id already decided from another record is dead-lettered
+    per arm   the arm's model version; XGBoost over its rows; `models.decision.stage_one`
+              decides the clear cases, the band goes to the buffer topic for the deep
+              stage (or, with the deep stage down, is decided here: XGB_FALLBACK)
+    rules     where XGBoost cannot score (no model, failing, over its deadline): the
+              rules (RULES), and where they cannot decide, the safe default (SAFE_DEFAULT)
+
+Nothing here touches Kafka: the loop (`stream.kafka.loop`) produces the outputs in the
+batch's transaction and records the metrics from the result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+import numpy as np
+import structlog
+from confluent_kafka import Message
+
+from models import xgb as xgbm
+from models.artifacts import ModelBundle
+from models.decision import AMBIGUOUS, Arm, Level, Outcome, Route, assign_arms, route, stage_one, top_reasons
+from models.featureset import FEATURE_NAMES, FEATURE_SET_VERSION, N_FEATURES
+from models.rules import evaluate as evaluate_rules
+from stream.config import FallbackSettings, ScorerSettings, Topics
+from stream.deadletter import dead_letter
+from stream.errors import ArtifactError, DuplicateTransaction, FeatureStoreError
+from stream.kafka.codec import Codec, Decoded
+from stream.records import BatchResult, BufferRecord, Decided, Decision, Failure, Output, Transaction
+from stream.stages.admission import admit, source_ids
+from stream.stages.guards import FeatureReader, GuardedFeatures, GuardedXGBoost, Scored, now_ms
+from stream.state.versions import Versions
+
+log = structlog.get_logger("fraudstream.scorer")
+
+
+@dataclass
+class _Batch:
+    """One batch on its way through the steps: what is known so far and what it produced."""
+
+    decoded: list[Decoded]
+    events: list[Transaction]
+    decided_at: int
+    by_row: dict[int, Output] = field(default_factory=dict)
+    decided: list[Decided] = field(default_factory=list)
+    levels: list[Level] = field(default_factory=lambda: [Level.NORMAL])
+    xgb_s: float = 0.0
+
+
+class Scorer:
+    """The per-batch work of stage 1."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        store: FeatureReader,
+        models: Versions,
+        topics: Topics,
+        settings: ScorerSettings,
+        fallback: FallbackSettings,
+        deep_available: Callable[[], bool],
+        clock: Callable[[], float] = time.monotonic,
+        arms: Sequence[Arm] = (),
+    ) -> None:
+        self.codec = codec
+        # No arms configured: one arm that follows the promoted version.
+        self.arms: list[Arm] = list(arms) or [Arm("A", 1.0, None)]
+        self.store = store
+        self.models = models
+        self.topics = topics
+        self.settings = settings
+        self.fallback = fallback
+        self.deep_available = deep_available
+        self.features = GuardedFeatures(store, fallback, clock)
+        self.xgboost = GuardedXGBoost(fallback, clock)
+
+    def process(self, messages: Sequence[Message]) -> BatchResult:
+        """Outputs of one batch (dead letters first, then per input record in order) and its figures."""
+        oks, failures = self.admit(messages)
+        outputs = [dead_letter(self.topics.dlq, f, "scorer") for f in failures]
+        steps: dict[str, float] = {}
+        level: Level | None = None
+        decided: tuple[Decided, ...] = ()
+        if oks:
+            batch = _Batch(oks, [cast(Transaction, d.value) for d in oks], now_ms())
+            outputs += self.score(batch, steps)
+            level, decided = max(batch.levels), tuple(batch.decided)
+        usable = self.models.usable
+        return BatchResult(outputs, decided, level, steps, usable.version if usable is not None else None)
+
+    def admit(self, messages: Sequence[Message]) -> tuple[list[Decoded], list[Failure]]:
+        """Decoded transactions that pass the checks against their own metadata, and the rest."""
+        return admit(self.codec, messages, self.settings)
+
+    def warm_up(self) -> None:
+        """Pay one-off costs before consuming: XGBoost's first predictions, the Redis script load."""
+        bundle = self.models.usable
+        if bundle is None:
+            log.warning("warm_up_without_model", reason=self.models.broken)
+        else:
+            x = np.zeros((self.settings.batch.max_rows, N_FEATURES), dtype=np.float32)
+            xgbm.margins(bundle.booster, x[:1])
+            xgbm.margins(bundle.booster, x)
+            xgbm.leaves(bundle.booster, x)
+            xgbm.contributions(bundle.booster, x[:8])
+        try:
+            self.store.warm_up()
+        except FeatureStoreError as exc:
+            log.warning("warm_up_without_redis", error=str(exc))
+
+    def score(self, b: _Batch, steps: dict[str, float]) -> list[Output]:
+        """Features for the batch, then each arm's rows by its model (or the rules); outputs in input order."""
+        events = b.events
+        read = self.features.read(events, source_ids(b.decoded))
+        if read.seconds is not None:
+            steps["features"] = read.seconds
+        x = read.value.features if read.value is not None else None
+        repeats = read.value.repeats if read.value is not None else np.zeros(len(events), dtype=bool)
+        out = [self._repeat(b.decoded[i]) for i in np.flatnonzero(repeats).tolist()]
+        arm_idx = assign_arms([e["customer_id"] for e in b.events], self.arms)
+        for a, arm in enumerate(self.arms):
+            rows = np.flatnonzero((arm_idx == a) & ~repeats)
+            if rows.size == 0:
+                continue
+            bundle = self._model(arm)
+            scored = None
+            if bundle is not None and x is not None:
+                timed = self.xgboost.score(bundle, x[rows])
+                scored, b.xgb_s = timed.value, b.xgb_s + (timed.seconds or 0.0)
+                if timed.seconds is not None:
+                    steps["xgboost"] = b.xgb_s
+            if scored is None or bundle is None or x is None:
+                b.levels.append(self._rules(b, x, rows, arm))
+            else:
+                b.levels.append(self._decide(b, arm, bundle, rows, x[rows], scored))
+        return out + [b.by_row[i] for i in sorted(b.by_row)]
+
+    def _repeat(self, d: Decoded) -> Output:
+        reason = f"transaction id {d.value['transaction_id']} was already decided from another record"
+        return dead_letter(self.topics.dlq, Failure(d.raw, DuplicateTransaction, reason, d.source), "scorer")
+
+    def _model(self, arm: Arm) -> ModelBundle | None:
+        """The arm's pinned version, or the promoted one; None when it cannot be loaded."""
+        try:
+            if arm.model_version is not None:
+                return self.models.get(arm.model_version)
+            self.models.refresh()
+            return self.models.current()
+        except ArtifactError as exc:
+            log.error("model_unusable", arm=arm.name, error=str(exc))
+            return None
+
+    def _emit(self, b: _Batch, row: int, decision: Decision) -> None:
+        b.decided.append(Decided(decision.route.name, decision.outcome.name, decision.latency_ms))
+        b.by_row[row] = Output(self.topics.decisions, decision.transaction_id.encode(), self.codec.encode_decision(decision), [])
+
+    def _decide(self, b: _Batch, arm: Arm, bundle: ModelBundle, rows: np.ndarray, x: np.ndarray, scored: Scored) -> Level:
+        """Route one arm's rows with its thresholds: clear cases decided here, the band to the buffer."""
+        p, th = scored.p, bundle.thresholds
+        # The deep stage is asked only when the band is not empty.
+        deep_ok = not (route(p, th.approve_below, th.block_above) == AMBIGUOUS).any() or self.deep_available()
+        routes, outcome = stage_one(p, th, deep_available=deep_ok)
+        flagged = np.flatnonzero(outcome != Outcome.APPROVE)
+        reasons: dict[int, list[tuple[str, float, float]]] = {}
+        if flagged.size:
+            contrib = xgbm.contributions(bundle.booster, x[flagged])[:, :-1]
+            reasons = dict(zip(flagged.tolist(), top_reasons(contrib, x[flagged], FEATURE_NAMES), strict=True))
+        band = np.flatnonzero(routes == AMBIGUOUS)
+        leaves = scored.leaves[band] if scored.leaves is not None else xgbm.leaves(bundle.booster, x[band])
+        leaf_row = {int(j): n for n, j in enumerate(band)}
+        for j, i in enumerate(rows.tolist()):
+            d, tx = b.decoded[i], b.events[i]
+            if routes[j] == AMBIGUOUS:
+                record = BufferRecord(
+                    tx,
+                    tuple(x[j].tolist()),
+                    FEATURE_SET_VERSION,
+                    float(p[j]),
+                    float(scored.margin[j]),
+                    tuple(leaves[leaf_row[j]].tolist()),
+                    bundle.version,
+                    arm.name,
+                    d.source.timestamp_ms,
+                    b.decided_at,
+                    d.source.partition,
+                    d.source.offset,
+                )
+                b.by_row[i] = Output(self.topics.ambiguous, tx["customer_id"].encode(), self.codec.encode_buffer(record), [])
+                continue
+            decision = Decision.of(
+                tx,
+                Outcome(int(outcome[j])),
+                Route(int(routes[j])),
+                float(p[j]),
+                xgb_score=float(p[j]),
+                reasons=reasons.get(j, []),
+                source="xgb",
+                model_version=bundle.version,
+                arm=arm.name,
+                ingest_ms=d.source.timestamp_ms,
+                decided_ms=b.decided_at,
+            )
+            self._emit(b, i, decision)
+        return Level.NORMAL if deep_ok else Level.XGB_FALLBACK
+
+    def _rules(self, b: _Batch, x: np.ndarray | None, rows: np.ndarray, arm: Arm) -> Level:
+        """Decisions when XGBoost cannot score: rules, else the safe default — never an APPROVE by omission."""
+        picked = [b.events[i] for i in rows]
+        no_match = Outcome[self.fallback.rules_no_match]
+        outcomes, names = evaluate_rules(self.fallback.rules, picked, None if x is None else x[rows], no_match)
+        safe = Outcome[self.fallback.safe_default]
+        usable = self.models.usable
+        version = arm.model_version or (usable.version if usable is not None else self.models.requested)
+        for j, i in enumerate(rows.tolist()):
+            tx, d = b.events[i], b.decoded[i]
+            if outcomes[j] < 0:
+                o, r, why = safe, Route.SAFE_DEFAULT, "safe_default"
+            else:
+                o, r, why = Outcome(int(outcomes[j])), Route.RULES, names[j] or "no_rule_matched"
+            decision = Decision.of(
+                tx,
+                o,
+                r,
+                1.0 if o != Outcome.APPROVE else 0.0,
+                reasons=[(why, float(tx["amount"]) / 100, 1.0)],
+                source="rules",
+                model_version=version,
+                arm=arm.name,
+                ingest_ms=d.source.timestamp_ms,
+                decided_ms=b.decided_at,
+            )
+            self._emit(b, i, decision)
+        return Level.SAFE_DEFAULT if (outcomes < 0).any() else Level.RULES
