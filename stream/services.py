@@ -11,10 +11,11 @@ import structlog
 from models.decision import Arm
 from models.features import FeatureEngine
 from models.featureset import DEFAULT_DELAY_DAYS
-from stream.config import Settings
-from stream.kafka.loop import StageLoop
+from stream.config import DeepSettings, LabelSettings, ScorerSettings, Settings
+from stream.kafka.loop import Process, StageLoop
 from stream.kafka.schema_registry import codec_for
 from stream.kafka.topics import ensure_topics, pipeline_topics
+from stream.logs import Throttled
 from stream.metrics import Metrics, serve
 from stream.stages.labels import LabelConsumer
 from stream.stages.scorer import Scorer
@@ -67,29 +68,42 @@ def scorer_loop(settings: Settings, instance: str = "0") -> StageLoop:
     )
     scorer.warm_up()
     health.start()
-    s = settings.scorer
-    return StageLoop(
-        "scorer",
-        settings.kafka,
-        s.group_id,
-        settings.kafka.topics.transactions,
-        f"{s.transactional_id_prefix}-{instance}",
-        s.batch,
-        scorer.process,
-        metrics=metrics,
-        dlq_topic=settings.kafka.topics.dlq,
-        marks=_marks(settings, store, s.group_id),
+    return _loop(
+        settings, "scorer", settings.scorer, settings.kafka.topics.transactions, instance, scorer.process, metrics, store
     )
 
 
-def _marks(settings: Settings, store: RedisFeatureStore, group: str) -> ProgressMarks:
-    return ProgressMarks(store.client, settings.redis.namespace, group)
+def _loop(
+    settings: Settings,
+    name: str,
+    stage: ScorerSettings | DeepSettings | LabelSettings,
+    topic: str,
+    instance: str,
+    process: Process,
+    metrics: Metrics,
+    store: RedisFeatureStore,
+    tick: Callable[[], None] | None = None,
+) -> StageLoop:
+    """A stage's loop: its group, its replica's transactional id, its batches, its progress marks."""
+    return StageLoop(
+        name,
+        settings.kafka,
+        stage.group_id,
+        topic,
+        f"{stage.transactional_id_prefix}-{instance}",
+        stage.batch,
+        process,
+        metrics=metrics,
+        tick=tick,
+        dlq_topic=settings.kafka.topics.dlq,
+        marks=ProgressMarks(store.client, settings.redis.namespace, stage.group_id),
+    )
 
 
 def heartbeat(store: RedisFeatureStore, ttl_s: float, every_s: float = 0.5) -> Callable[[], None]:
     """A tick that tells scorers, through Redis, that a deep worker is consuming."""
     last = [0.0]
-    warned = [-1e18]
+    warn = Throttled(log)  # an outage would log it twice a second
 
     def beat() -> None:
         now = time.monotonic()
@@ -99,9 +113,7 @@ def heartbeat(store: RedisFeatureStore, ttl_s: float, every_s: float = 0.5) -> C
         try:
             store.heartbeat(DEEP, ttl_s)
         except (redis.RedisError, OSError) as exc:
-            if now - warned[0] >= 10.0:  # an outage would log it twice a second
-                warned[0] = now
-                log.warning("heartbeat_failed", error=str(exc))
+            warn("heartbeat_failed", str(exc))
 
     return beat
 
@@ -115,20 +127,7 @@ def deep_loop(settings: Settings, instance: str = "0") -> StageLoop:
     worker = DeepWorker(codec_for(settings.kafka), models, settings.kafka.topics, settings.deep)
     store = feature_store(settings, _delay_days(models))
     beat = heartbeat(store, settings.fallback.deep_heartbeat_s)
-    d = settings.deep
-    return StageLoop(
-        "deep",
-        settings.kafka,
-        d.group_id,
-        settings.kafka.topics.ambiguous,
-        f"{d.transactional_id_prefix}-{instance}",
-        d.batch,
-        worker.process,
-        metrics=metrics,
-        tick=beat,
-        dlq_topic=settings.kafka.topics.dlq,
-        marks=_marks(settings, store, d.group_id),
-    )
+    return _loop(settings, "deep", settings.deep, settings.kafka.topics.ambiguous, instance, worker.process, metrics, store, beat)
 
 
 def labels_loop(settings: Settings, instance: str = "0") -> StageLoop:
@@ -137,16 +136,4 @@ def labels_loop(settings: Settings, instance: str = "0") -> StageLoop:
     store = feature_store(settings, DEFAULT_DELAY_DAYS)
     consumer = LabelConsumer(codec_for(settings.kafka), store, settings.kafka.topics)
     metrics = _metrics(settings, "labels")
-    lb = settings.labels
-    return StageLoop(
-        "labels",
-        settings.kafka,
-        lb.group_id,
-        settings.kafka.topics.labels,
-        f"{lb.transactional_id_prefix}-{instance}",
-        lb.batch,
-        consumer.process,
-        metrics=metrics,
-        dlq_topic=settings.kafka.topics.dlq,
-        marks=_marks(settings, store, lb.group_id),
-    )
+    return _loop(settings, "labels", settings.labels, settings.kafka.topics.labels, instance, consumer.process, metrics, store)

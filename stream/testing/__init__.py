@@ -8,7 +8,16 @@ infra    FakeClock, unique names, free ports, sample transactions, the local inf
 from __future__ import annotations
 
 from stream.infra import run_infra
-from stream.testing.infra import FakeClock, LocalInfra, free_port, infra_env, local_infra, sample_transaction, unique
+from stream.testing.infra import (
+    FakeClock,
+    LocalInfra,
+    free_port,
+    infra_env,
+    isolated_env,
+    local_infra,
+    sample_transaction,
+    unique,
+)
 from stream.testing.kafka import FakeConsumer, MemoryBroker, ProtocolViolation, RecordingProducer
 from stream.testing.stages import FixedVersions, MemoryFeatureStore, tiny_bundle
 
@@ -23,6 +32,7 @@ __all__ = [
     "RecordingProducer",
     "free_port",
     "infra_env",
+    "isolated_env",
     "local_infra",
     "run_infra",
     "sample_transaction",

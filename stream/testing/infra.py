@@ -84,6 +84,16 @@ def local_infra(run_dir: Path) -> Iterator[LocalInfra]:
         run_infra("down", env)
 
 
+def isolated_env(uid: str) -> dict[str, str]:
+    """Settings that give the three services groups, transactional ids and a Redis namespace of
+    their own, so runs sharing a broker and a Redis never meet."""
+    env = {"FRAUDSTREAM_REDIS__NAMESPACE": uid}
+    for stage in ("scorer", "deep", "labels"):
+        env[f"FRAUDSTREAM_{stage.upper()}__GROUP_ID"] = f"{stage}-{uid}"
+        env[f"FRAUDSTREAM_{stage.upper()}__TRANSACTIONAL_ID_PREFIX"] = f"{stage}-{uid}"
+    return env
+
+
 def sample_transaction(i: int, **overrides: Any) -> dict[str, Any]:
     """A valid Transaction record, different for each i."""
     tx: dict[str, Any] = {

@@ -27,7 +27,7 @@ from stream.config import Settings, load_settings
 from stream.kafka.codec import Codec
 from stream.kafka.topics import ensure_topics, pipeline_topics
 from stream.ops.feed import produce_stream
-from stream.testing import LocalInfra, free_port, infra_env, run_infra
+from stream.testing import LocalInfra, free_port, infra_env, isolated_env, run_infra
 
 # Enough customers that 20,000 transactions span less than the 7-day label delay: terminal
 # features then do not depend on how far one partition runs ahead of another in a burst.
@@ -199,13 +199,7 @@ def make_pipeline(infra: LocalInfra, trained: TrainedModel, uid: str, tmp_path: 
         "FRAUDSTREAM_REDIS_URL": infra.redis_url,
         "FRAUDSTREAM_KAFKA__TOPICS": flow,
         "FRAUDSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "FRAUDSTREAM_SCORER__GROUP_ID": f"scorer-{uid}",
-        "FRAUDSTREAM_SCORER__TRANSACTIONAL_ID_PREFIX": f"scorer-{uid}",
-        "FRAUDSTREAM_DEEP__GROUP_ID": f"deep-{uid}",
-        "FRAUDSTREAM_DEEP__TRANSACTIONAL_ID_PREFIX": f"deep-{uid}",
-        "FRAUDSTREAM_LABELS__GROUP_ID": f"labels-{uid}",
-        "FRAUDSTREAM_LABELS__TRANSACTIONAL_ID_PREFIX": f"labels-{uid}",
-        "FRAUDSTREAM_REDIS__NAMESPACE": uid,
+        **isolated_env(uid),
         "FRAUDSTREAM_MODEL__DIR": str(trained.root),
         "FRAUDSTREAM_MODEL__VERSION": trained.version,
     }

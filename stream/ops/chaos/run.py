@@ -22,7 +22,7 @@ from stream.kafka.topics import ensure_topics, pipeline_topics
 from stream.ops.chaos.faults import Faults
 from stream.ops.chaos.report import RECOVER_S, SETTLE_S, ChaosReport, FaultResult, Ledger
 from stream.ops.chaos.supervisor import SERVICES, Supervisor
-from stream.testing import free_port, infra_env, unique
+from stream.testing import free_port, infra_env, isolated_env, unique
 
 LABEL_FIELDS = {"transaction_id", "customer_id", "terminal_id", "is_fraud", "label_time", "event_time", "source"}
 
@@ -82,13 +82,7 @@ class Chaos(Faults):
                 "FRAUDSTREAM_KAFKA__PROCESSING": self.processing,
                 "FRAUDSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
                 "FRAUDSTREAM_KAFKA__TRANSACTION_TIMEOUT_MS": "10000",
-                "FRAUDSTREAM_SCORER__GROUP_ID": f"scorer-{uid}",
-                "FRAUDSTREAM_SCORER__TRANSACTIONAL_ID_PREFIX": f"scorer-{uid}",
-                "FRAUDSTREAM_DEEP__GROUP_ID": f"deep-{uid}",
-                "FRAUDSTREAM_DEEP__TRANSACTIONAL_ID_PREFIX": f"deep-{uid}",
-                "FRAUDSTREAM_LABELS__GROUP_ID": f"labels-{uid}",
-                "FRAUDSTREAM_LABELS__TRANSACTIONAL_ID_PREFIX": f"labels-{uid}",
-                "FRAUDSTREAM_REDIS__NAMESPACE": uid,
+                **isolated_env(uid),
                 "FRAUDSTREAM_MODEL__DIR": str(self.model_root),
                 "FRAUDSTREAM_MODEL__VERSION": "latest",
             }
