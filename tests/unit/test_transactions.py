@@ -144,3 +144,29 @@ def test_a_transactional_call_that_never_returns_is_given_up() -> None:
     forever.set()
     with pytest.raises(KafkaException):
         bounded("send_offsets_to_transaction", lambda: (_ for _ in ()).throw(timed_out()), 5.0)
+
+
+def test_a_send_offsets_that_never_returns_gives_the_batch_up_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The label consumer hung > 4 min inside send_offsets_to_transaction after a broker restart
+    (librdkafka issues 5456/5511): the call is now bounded, and the stage rebuilds its clients."""
+    import threading
+    import time
+
+    import stream.kafka.checkpoint as cp
+
+    monkeypatch.setattr(cp, "CALL_MARGIN_S", 0.0)
+    never = threading.Event()
+
+    class Hanging(ScriptedProducer):
+        def send_offsets_to_transaction(self, _offsets: Any, _meta: Any, _timeout: float) -> None:
+            self.calls.append("send_offsets")
+            never.wait()
+
+    producer, committed = Hanging(), []
+    checkpoint_ = Checkpoint(Consumer(), producer, exactly_once=True, timeout_s=0.3, on_commit=committed.append)  # type: ignore[arg-type]
+    began = time.monotonic()
+    with pytest.raises(ClientResetError, match="send_offsets_to_transaction did not return"):
+        checkpoint_.commit(messages(), [Output("out", b"k", b"v", [])])
+    assert time.monotonic() - began < 5 and committed == []
+    assert producer.calls == ["init", "begin", "send_offsets"]  # nothing produced, nothing committed
+    never.set()
