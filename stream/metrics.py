@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter as Tally
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -91,10 +92,40 @@ class Metrics:
         return now - self.last_loop < LIVENESS_S and not self.stalled(now)
 
 
+MAX_CONNECTIONS = 16  # served at once; more are closed at once (a scraper needs one)
+IDLE_TIMEOUT_S = 5.0  # a connection that sends nothing for this long is closed
+
+
+class BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them: idle or slow clients cannot
+    grow the service's threads (2,000 idle connections once made 2,000 threads)."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve /metrics, /healthz and /readyz from a daemon thread."""
+    """Serve /metrics, /healthz and /readyz from a daemon thread, on `metrics.host`."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = IDLE_TIMEOUT_S
+
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
@@ -116,6 +147,6 @@ def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:
             return  # scrapes are not worth a log line each
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = BoundedServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name=f"metrics-{metrics.service}", daemon=True).start()
     return server
