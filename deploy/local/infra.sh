@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Starts and stops a real single-node Apache Kafka (KRaft) and a real redis-server
-# on loopback, for development, the demo and the test suite.
+# Starts and stops a real Apache Kafka (KRaft: one node, or a cluster of several) and a
+# real redis-server on loopback, for development, the demo and the test suite.
 #
 #   infra.sh up | down | status | prepare | reset
 #     prepare: fetch jars, install redis-server
@@ -13,6 +13,12 @@
 #   FRAUDSTREAM_REDIS_PORT  redis port                            (default: 6379)
 #   FRAUDSTREAM_KAFKA_LIB   folder of Kafka jars                  (default: <repo>/.cache/kafka-lib)
 #   FRAUDSTREAM_KAFKA_GC    the broker JVM's garbage-collector flags (default: G1 as Kafka's start script sets it)
+#   FRAUDSTREAM_KAFKA_NODES nodes (broker + controller each); 3 makes a cluster: internal topics
+#                           and the default for new topics replicated 3 ways, min.insync.replicas 2
+#   FRAUDSTREAM_KAFKA_PORTS / FRAUDSTREAM_KAFKA_CONTROLLER_PORTS
+#                           a cluster's client / controller ports, comma-separated, one per node
+#                           (default: FRAUDSTREAM_KAFKA_PORT + 2i and + 2i + 1). A cluster's node i
+#                           keeps its data in kafka-i/ and its pid in kafka-i.pid.
 #   PYTHON                  interpreter with confluent-kafka for the readiness check
 # `up` is idempotent: services already running from this run folder are left alone.
 set -euo pipefail
@@ -23,6 +29,13 @@ run_dir=${FRAUDSTREAM_RUN_DIR:-$repo/.run}
 kafka_port=${FRAUDSTREAM_KAFKA_PORT:-9092}
 controller_port=${FRAUDSTREAM_KAFKA_CONTROLLER_PORT:-$((kafka_port + 1))}
 redis_port=${FRAUDSTREAM_REDIS_PORT:-6379}
+nodes=${FRAUDSTREAM_KAFKA_NODES:-1}
+if [ "$nodes" -gt 1 ]; then
+  IFS=, read -r -a node_ports <<<"${FRAUDSTREAM_KAFKA_PORTS:-$(seq -s, "$kafka_port" 2 $((kafka_port + 2 * nodes - 1)))}"
+  IFS=, read -r -a node_controller_ports <<<"${FRAUDSTREAM_KAFKA_CONTROLLER_PORTS:-$(seq -s, $((kafka_port + 1)) 2 $((kafka_port + 2 * nodes)))}"
+  [ "${#node_ports[@]}" -eq "$nodes" ] && [ "${#node_controller_ports[@]}" -eq "$nodes" ] \
+    || { echo "infra: FRAUDSTREAM_KAFKA_PORTS and _CONTROLLER_PORTS need $nodes ports each" >&2; exit 1; }
+fi
 kafka_lib=${FRAUDSTREAM_KAFKA_LIB:-$repo/.cache/kafka-lib}
 kafka_gc=${FRAUDSTREAM_KAFKA_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent}
 python=${PYTHON:-$repo/.venv/bin/python}
@@ -92,34 +105,37 @@ start_redis() {
 }
 
 write_kafka_config() {
-  local data=$1
-  cat >"$run_dir/kafka/server.properties" <<PROPS
+  # dir node_id client_port controller_port quorum_line replication min_isr
+  local dir=$1 id=$2 port=$3 cport=$4 quorum=$5 rf=$6 isr=$7
+  cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port
+node.id=$id
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
-log.dirs=$data
+$quorum
+log.dirs=$dir/data
 num.partitions=4
-offsets.topic.replication.factor=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
 transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 message.max.bytes=2097152
 log.retention.hours=-1
 PROPS
-  cat >"$run_dir/kafka/log4j2.properties" <<LOG
+  cat >"$dir/log4j2.properties" <<LOG
 appender.file.type=File
 appender.file.name=file
-appender.file.fileName=$run_dir/kafka/server.log
+appender.file.fileName=$dir/server.log
 appender.file.layout.type=PatternLayout
 appender.file.layout.pattern=[%d] %p %m (%c)%n
 rootLogger.level=INFO
@@ -129,47 +145,74 @@ logger.request.level=WARN
 LOG
 }
 
-start_kafka() {
-  local pidf=$run_dir/kafka.pid
-  if alive "$pidf"; then info "kafka already running on 127.0.0.1:$kafka_port (pid $(cat "$pidf"))"; return; fi
-  port_taken "$kafka_port" && die "port $kafka_port is taken: stop what listens there or set FRAUDSTREAM_KAFKA_PORT"
-  port_taken "$controller_port" && die "port $controller_port is taken (Kafka controller): set FRAUDSTREAM_KAFKA_CONTROLLER_PORT"
-  command -v java >/dev/null || die "java not found: install a Java 17+ JDK (Debian: apt-get install openjdk-17-jdk-headless)"
-  ensure_kafka_jars
-  local data=$run_dir/kafka/data
-  mkdir -p "$data"
-  write_kafka_config "$data"
-  if [ -f "$data/meta.properties" ]; then
-    info "kafka keeps its data in $data (a clean slate: infra.sh reset)"
+cluster_id() {
+  local f=$run_dir/cluster.id
+  [ -f "$f" ] || "$python" -c 'import base64,uuid;c=base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=");print(("A"+c[1:]) if c.startswith("-") else c)' >"$f"
+  cat "$f"
+}
+
+launch_node() {
+  # Start one node in the background unless it runs; formats its storage on first start.
+  # dir pid_file node_id client_port controller_port quorum_line format_flag heap rf isr
+  local dir=$1 pidf=$2 id=$3 port=$4 cport=$5 quorum=$6 format_flag=$7 heap=$8 rf=$9 isr=${10}
+  if alive "$pidf"; then info "kafka node $id already running on 127.0.0.1:$port (pid $(cat "$pidf"))"; return; fi
+  port_taken "$port" && die "port $port is taken: stop what listens there or set FRAUDSTREAM_KAFKA_PORT(S)"
+  port_taken "$cport" && die "port $cport is taken (Kafka controller): set FRAUDSTREAM_KAFKA_CONTROLLER_PORT(S)"
+  mkdir -p "$dir/data"
+  write_kafka_config "$dir" "$id" "$port" "$cport" "$quorum" "$rf" "$isr"
+  if [ -f "$dir/data/meta.properties" ]; then
+    info "kafka node $id keeps its data in $dir/data (a clean slate: infra.sh reset)"
   else
-    local cluster_id
-    cluster_id=$("$python" -c 'import base64,uuid;c=base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=");print(("A"+c[1:]) if c.startswith("-") else c)')
-    java -cp "$kafka_lib/*" -Dlog4j2.configurationFile="$run_dir/kafka/log4j2.properties" kafka.tools.StorageTool \
-      format -t "$cluster_id" -c "$run_dir/kafka/server.properties" --standalone >"$run_dir/kafka/format.log" 2>&1 \
-      || { cat "$run_dir/kafka/format.log" >&2; die "kafka storage format failed"; }
+    # shellcheck disable=SC2086 # the format flag may be empty
+    java -cp "$kafka_lib/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool \
+      format -t "$(cluster_id)" -c "$dir/server.properties" $format_flag >"$dir/format.log" 2>&1 \
+      || { cat "$dir/format.log" >&2; die "kafka storage format failed"; }
   fi
   # $kafka_gc defaults to the G1 settings of Kafka's own start script (kafka-run-class.sh): without a
   # pause goal G1 grows the young generation until its pauses reach 30 ms, each one in the pipeline's p99.
   # shellcheck disable=SC2086 # the GC flags are several words
-  nohup java -Xms1g -Xmx1g $kafka_gc -Xlog:gc:file="$run_dir/kafka/gc.log":time,uptime -cp "$kafka_lib/*" \
-    -Dlog4j2.configurationFile="$run_dir/kafka/log4j2.properties" \
-    kafka.Kafka "$run_dir/kafka/server.properties" >"$run_dir/kafka/stdout.log" 2>&1 &
+  nohup java -Xms"$heap" -Xmx"$heap" $kafka_gc -Xlog:gc:file="$dir/gc.log":time,uptime -cp "$kafka_lib/*" \
+    -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
   echo $! >"$pidf"
-  local deadline=$((SECONDS + 90))
+}
+
+start_kafka() {
+  command -v java >/dev/null || die "java not found: install a Java 17+ JDK (Debian: apt-get install openjdk-17-jdk-headless)"
+  ensure_kafka_jars
+  local bootstrap dirs=() pids=()
+  if [ "$nodes" -le 1 ]; then
+    # One node, its own quorum; data in kafka/ (the layout single-node runs always had).
+    launch_node "$run_dir/kafka" "$run_dir/kafka.pid" 1 "$kafka_port" "$controller_port" \
+      "controller.quorum.bootstrap.servers=127.0.0.1:$controller_port" --standalone 1g 1 1
+    bootstrap=127.0.0.1:$kafka_port dirs=("$run_dir/kafka") pids=("$run_dir/kafka.pid")
+  else
+    local voters="" i
+    for i in $(seq 1 "$nodes"); do voters+="${voters:+,}$i@127.0.0.1:${node_controller_ports[$((i - 1))]}"; done
+    bootstrap=""
+    for i in $(seq 1 "$nodes"); do
+      launch_node "$run_dir/kafka-$i" "$run_dir/kafka-$i.pid" "$i" "${node_ports[$((i - 1))]}" \
+        "${node_controller_ports[$((i - 1))]}" "controller.quorum.voters=$voters" "" 512m 3 2
+      bootstrap+="${bootstrap:+,}127.0.0.1:${node_ports[$((i - 1))]}" dirs+=("$run_dir/kafka-$i") pids+=("$run_dir/kafka-$i.pid")
+    done
+  fi
+  local deadline=$((SECONDS + 120)) k
   while [ $SECONDS -lt $deadline ]; do
-    if ! alive "$pidf"; then
-      echo "---- kafka log tail ----" >&2
-      tail -n 30 "$run_dir/kafka/server.log" "$run_dir/kafka/stdout.log" >&2 2>/dev/null || true
-      rm -f "$pidf"
-      die "kafka exited during start"
-    fi
-    if port_taken "$kafka_port" && "$python" "$here/ready.py" "127.0.0.1:$kafka_port" >>"$run_dir/kafka/ready.log" 2>&1; then
-      info "kafka ready on 127.0.0.1:$kafka_port (transactions work)"; return
+    for k in "${!pids[@]}"; do
+      if ! alive "${pids[$k]}"; then
+        echo "---- kafka log tail (${dirs[$k]}) ----" >&2
+        tail -n 30 "${dirs[$k]}/server.log" "${dirs[$k]}/stdout.log" >&2 2>/dev/null || true
+        rm -f "${pids[$k]}"
+        die "kafka exited during start"
+      fi
+    done
+    if "$python" "$here/ready.py" "$bootstrap" >>"$run_dir/kafka-ready.log" 2>&1; then
+      info "kafka ready on $bootstrap ($nodes node(s); transactions work)"; return
     fi
     sleep 0.5
   done
-  tail -n 30 "$run_dir/kafka/server.log" >&2 || true
-  die "kafka did not become ready within 90 s (log: $run_dir/kafka/server.log)"
+  tail -n 30 "${dirs[0]}/server.log" >&2 || true
+  die "kafka did not become ready within 120 s (logs: ${dirs[*]})"
 }
 
 stop_one() {
@@ -182,8 +225,12 @@ stop_one() {
   rm -f "$pidf"
 }
 
+kafka_names() {
+  if [ "$nodes" -le 1 ]; then echo kafka; else seq -f "kafka-%g" 1 "$nodes"; fi
+}
+
 status() {
-  for name in kafka redis; do
+  for name in $(kafka_names) redis; do
     if alive "$run_dir/$name.pid"; then echo "$name: running (pid $(cat "$run_dir/$name.pid"))"; else echo "$name: stopped"; fi
   done
 }
@@ -191,11 +238,11 @@ status() {
 mkdir -p "$run_dir"
 case "${1:-}" in
   up) start_redis; start_kafka ;;
-  down) stop_one kafka; stop_one redis ;;
+  down) for name in $(kafka_names); do stop_one "$name"; done; stop_one redis ;;
   status) status ;;
   reset)
-    if alive "$run_dir/kafka.pid" || alive "$run_dir/redis.pid"; then die "reset: stop the services first (infra.sh down)"; fi
-    rm -rf "$run_dir/kafka/data" "$run_dir/redis"; info "broker data and redis folder deleted" ;;
+    for name in $(kafka_names) redis; do alive "$run_dir/$name.pid" && die "reset: stop the services first (infra.sh down)"; done
+    rm -rf "$run_dir/kafka/data" "$run_dir"/kafka-*/data "$run_dir/cluster.id" "$run_dir/redis"; info "broker data and redis folder deleted" ;;
   prepare) ensure_redis; ensure_kafka_jars; ensure_chromium; info "kafka jars, redis-server and chromium present" ;;
   *) die "usage: infra.sh up|down|status|prepare|reset" ;;
 esac

@@ -57,6 +57,12 @@ class KafkaSettings(_Strict):
     bootstrap: str = Field("127.0.0.1:9092", description="broker list, host:port[,host:port...]")
     topics: Topics = Field(Topics(), description="topic names")
     partitions: int = Field(4, ge=1, description="partitions of topics fraudstream creates")
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="replicas of topics fraudstream creates (3 on a production cluster, with min.insync.replicas 2)",
+    )
     processing: Literal["exactly_once", "at_least_once"] = Field(
         "exactly_once", description="exactly_once: one Kafka transaction per batch; at_least_once: pipelined commits"
     )

@@ -34,7 +34,10 @@ def ensure_topics(
     missing = [n for n in wanted if n not in existing]
     if missing:
         futures = admin.create_topics(
-            [NewTopic(n, num_partitions=partitions or kafka.partitions, replication_factor=1) for n in missing],
+            [
+                NewTopic(n, num_partitions=partitions or kafka.partitions, replication_factor=kafka.replication_factor)
+                for n in missing
+            ],
             operation_timeout=15,
         )
         for name, fut in futures.items():

@@ -190,7 +190,9 @@ class Feeder(threading.Thread):
             raise self.error
 
 
-def make_pipeline(infra: LocalInfra, trained: TrainedModel, uid: str, tmp_path: Path) -> Pipeline:
+def make_pipeline(
+    infra: LocalInfra, trained: TrainedModel, uid: str, tmp_path: Path, overrides: dict[str, str] | None = None
+) -> Pipeline:
     topics = {k: f"{k}-{uid}" for k in ("transactions", "ambiguous", "decisions", "labels", "dlq", "shadow")}
     flow = "{" + ", ".join(f"{k}: {v}" for k, v in topics.items()) + "}"
     env = {
@@ -202,6 +204,7 @@ def make_pipeline(infra: LocalInfra, trained: TrainedModel, uid: str, tmp_path: 
         **isolated_env(uid),
         "FRAUDSTREAM_MODEL__DIR": str(trained.root),
         "FRAUDSTREAM_MODEL__VERSION": trained.version,
+        **(overrides or {}),
     }
     settings = load_settings(environ=env)
     ensure_topics(settings.kafka, pipeline_topics(settings.kafka), partitions=4)
