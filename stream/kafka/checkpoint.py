@@ -45,6 +45,8 @@ log = structlog.get_logger("fraudstream.checkpoint")
 RESUME_S = 60.0
 TIMEOUT_S = 10.0  # per transactional call
 CALL_MARGIN_S = 5.0
+# Offset commits refused because this member's generation or identity is gone.
+MEMBERSHIP_LOST = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID})
 
 
 class _InFlight:
@@ -148,6 +150,11 @@ class Checkpoint:
                 # Neither committed nor known to be aborted (the resume ran out of time).
                 raise ClientResetError(f"{step} could not be resumed: {exc}") from exc
             self.abort(messages)
+            if err is not None and err.code() in MEMBERSHIP_LOST:
+                # The group no longer counts this member as it was: its positions may be stale (a
+                # partition it never heard it lost). Only a new consumer, placed from the committed
+                # offsets, may decide again — else the next commit could repeat a peer's decisions.
+                raise ClientResetError(f"{step}: group membership lost ({err.name()}): {exc}") from exc
             raise BrokerError(f"batch commit failed at {step}: {exc}") from exc
 
     def _pipeline(self, messages: Sequence[Message], outputs: Sequence[Output]) -> None:

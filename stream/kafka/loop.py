@@ -122,8 +122,8 @@ class StageLoop:
                     self.tick()
                 try:
                     msgs = collect(self._consume, self.batch.max_rows, self.wait_s, self.clock)
-                except KafkaException as exc:
-                    self._fail(BrokerError(f"consume failed: {exc}"), backoff)
+                except (KafkaException, ClientResetError) as exc:
+                    self._fail(exc if isinstance(exc, ClientResetError) else BrokerError(f"consume failed: {exc}"), backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 if self.group.offsets_error is not None:

@@ -18,7 +18,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stream.config import KafkaSettings
-from stream.errors import FeatureStoreError, OffsetsError
+from stream.errors import ClientResetError, FeatureStoreError, OffsetsError
 from stream.metrics import Metrics
 from stream.state.progress import ProgressMarks
 
@@ -96,12 +96,15 @@ class Membership:
         self._marked_at = time.monotonic()
 
     def usable(self, msgs: Sequence[Message]) -> list[Message]:
-        """The messages without an error; an offset reset error (out of range, missing) stops the stage."""
+        """The messages without an error; an offset reset error (out of range, missing) stops the
+        stage; a fatal consumer error (a static member fenced) asks for new clients."""
         good = []
         for m in msgs:
             err = m.error()
             if err is None:
                 good.append(m)
+            elif err.fatal():
+                raise ClientResetError(f"consumer failed fatally: {err.str()}")
             elif err.code() == KafkaError._AUTO_OFFSET_RESET and self.offsets_error is None:
                 self.offsets_error = OffsetsError(
                     f"{m.topic()}:{m.partition()} of group {self.group_id}: {err.str()}; not jumping to another offset"

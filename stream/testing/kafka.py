@@ -26,6 +26,7 @@ class MemoryBroker:
         self.partitions = partitions
         self.topics: dict[str, list[list[Message]]] = {}
         self.offsets: dict[tuple[str, str, int], int] = {}  # (group, topic, partition) -> next offset
+        self.consume_errors: list[KafkaError] = []  # the next consume calls each return one as a message
 
     def log(self, topic: str) -> list[list[Message]]:
         return self.topics.setdefault(topic, [[] for _ in range(self.partitions)])
@@ -78,6 +79,7 @@ class FakeConsumer:
         self.topics: list[str] = []
         self.on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None
         self.closed = False
+        self.fatal: KafkaError | None = None
 
     def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None) -> None:
         self.topics, self.on_assign, self.positions = topics, on_assign, {}
@@ -97,6 +99,13 @@ class FakeConsumer:
     def consume(self, num: int = 1, timeout: float = 0) -> list[Message]:
         if self.closed:
             raise RuntimeError("consumer closed")
+        if self.broker.consume_errors and self.fatal is None:
+            err = self.broker.consume_errors.pop(0)
+            self.fatal = err if err.fatal() else None
+            return [Message(topic=self.topics[0] if self.topics else "", error=err)]
+        if self.fatal is not None:  # a fatal consumer never fetches again
+            time.sleep(min(timeout, 0.01))
+            return [Message(topic=self.topics[0] if self.topics else "", error=self.fatal)]
         if not self.positions and self.topics and self.on_assign is not None:
             parts = [TopicPartition(t, p) for t in self.topics for p in range(self.broker.partitions)]
             self.on_assign(cast(Consumer, self), parts)

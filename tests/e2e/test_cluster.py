@@ -4,6 +4,7 @@ mid-stream and started again — every transaction still gets exactly one decisi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -47,7 +48,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     try:
         yield c
     finally:
-        run_infra("down", c.env)
+        # The test's data is thrown away: SIGKILL instead of three controlled shutdowns (40 s).
+        for pid_file in c.run_dir.glob("*.pid"):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def test_killing_an_input_partitions_leader_loses_and_repeats_nothing(

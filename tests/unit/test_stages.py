@@ -189,3 +189,18 @@ def test_thresholds_route_through_the_core_in_both_stages() -> None:
     result = scorer(versions=FixedVersions(wide)).process(messages([LOW, HIGH]))
     assert [o.topic for o in result.outputs] == [TOPICS.ambiguous, TOPICS.ambiguous]
     assert all(isinstance(o, Output) for o in result.outputs)
+
+
+def test_a_fatal_consumer_error_rebuilds_the_clients_and_the_stage_goes_on() -> None:
+    """A static member fenced by the broker (seen after a broker of a cluster died) leaves a
+    consumer that can never fetch again: the loop builds new clients rather than idle forever."""
+    from confluent_kafka import KafkaError
+
+    broker = MemoryBroker()
+    _fill(broker, 9)
+    broker.consume_errors.append(KafkaError(KafkaError._FATAL, "static consumer fenced", fatal=True))
+    loop, made = _loop(broker, scorer(deep_up=False).process)
+    loop.run(StopFlag(), max_idle_s=0.5)
+    assert len(made) == 2  # a second producer (and consumer) after the reset
+    ids = Counter(CODEC.decode_decision(m.value()).transaction_id for m in broker.records(TOPICS.decisions))
+    assert len(ids) == 9 and set(ids.values()) == {1}

@@ -170,3 +170,15 @@ def test_a_send_offsets_that_never_returns_gives_the_batch_up_instead_of_hanging
     assert time.monotonic() - began < 5 and committed == []
     assert producer.calls == ["init", "begin", "send_offsets"]  # nothing produced, nothing committed
     never.set()
+
+
+@pytest.mark.parametrize("code", [KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID])
+def test_offsets_refused_for_a_lost_membership_ask_for_new_clients(code: int) -> None:
+    """A scorer paused past its session kept positions on partitions a peer had since decided;
+    its retried batch was refused, and once it rejoined the same stale positions committed again
+    (974 duplicated decisions in a chaos run). A refused membership now rebuilds the consumer."""
+    refused = KafkaException(KafkaError(code, "Failed to commit offsets", txn_requires_abort=True))
+    producer, consumer = ScriptedProducer(send_offsets=[refused]), Consumer()
+    with pytest.raises(ClientResetError, match="group membership lost"):
+        checkpoint(producer, consumer, []).commit(messages(), [Output("out", b"k", b"v", [])])
+    assert producer.calls == ["init", "begin", "send_offsets", "abort"]
