@@ -5,10 +5,10 @@ Exactly-once (default), per batch:
     2. send the consumer's next offsets for the batch to the transaction;
     3. produce every output of the batch (decisions, buffer records, DLQ records);
     4. commit the transaction — outputs and offsets become visible together.
-On any failure before 4 the transaction is aborted and the consumer rewound to the
-batch's first offsets, so the batch is processed again and nothing is lost. A rewind
-that fails on a partition the consumer still owns stops the stage (RewindError): going
-on would commit offsets past the batch; the restart resumes from the committed ones.
+On any failure before 4 the transaction is aborted and the consumer rewound to the batch's
+first offsets (to the committed ones when the group refused the offsets), so the batch is
+processed again and nothing is lost. A rewind that fails on a partition still owned stops the
+stage (RewindError); the restart resumes from the committed offsets.
 
 Errors are read as librdkafka classifies them. A retriable error (a timeout while the
 broker is away) repeats the same call — for commit_transaction that resumes the commit
@@ -18,16 +18,15 @@ resumed within `resume_s`, or an abort that cannot complete leaves the batch's o
 unknown: ClientResetError, on which the stage rebuilds its clients and resumes from the
 committed offsets, which say whether the batch committed.
 
-At-least-once, pipelined: a batch's outputs are produced and the loop moves on;
-its offsets are committed (asynchronously) once every output of it and of the
-batches before it is acknowledged. A failed delivery rewinds the consumer to the
-oldest uncommitted batch, which is processed again (at-least-once allows the
-duplicates). Draining (idle, shutdown, partitions revoked) waits for the
-outstanding deliveries and commits synchronously.
+At-least-once, pipelined: a batch's outputs are produced and the loop moves on; its offsets
+are committed (asynchronously) once every output of it and of the batches before it is
+acknowledged. A failed delivery rewinds to the oldest uncommitted batch (at-least-once allows
+the duplicates). Draining (idle, shutdown, revoke) waits for deliveries and commits synchronously.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -45,8 +44,7 @@ log = structlog.get_logger("fraudstream.checkpoint")
 RESUME_S = 60.0
 TIMEOUT_S = 10.0  # per transactional call
 CALL_MARGIN_S = 5.0
-# Offset commits refused because this member's generation or identity is gone.
-MEMBERSHIP_LOST = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID})
+MEMBERSHIP_LOST = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID}
 
 
 class _InFlight:
@@ -150,12 +148,23 @@ class Checkpoint:
                 # Neither committed nor known to be aborted (the resume ran out of time).
                 raise ClientResetError(f"{step} could not be resumed: {exc}") from exc
             self.abort(messages)
-            if err is not None and err.code() in MEMBERSHIP_LOST:
-                # The group no longer counts this member as it was: its positions may be stale (a
-                # partition it never heard it lost). Only a new consumer, placed from the committed
-                # offsets, may decide again — else the next commit could repeat a peer's decisions.
-                raise ClientResetError(f"{step}: group membership lost ({err.name()}): {exc}") from exc
+            if err is not None and err.code() in MEMBERSHIP_LOST:  # this member's generation is gone
+                self._to_committed()
             raise BrokerError(f"batch commit failed at {step}: {exc}") from exc
+
+    def _to_committed(self) -> None:
+        """Held partitions back to the committed offsets: a member paused past its session kept stale
+        positions and, rewound only to its batch, repeated a peer's decisions (974 in a chaos run)."""
+        try:
+            held = self.consumer.assignment()
+            committed = self.consumer.committed(held, timeout=self.timeout_s) if held else []
+        except KafkaException as exc:
+            log.warning("committed_offsets_unknown", error=str(exc)[:300])
+            return
+        for tp in committed:
+            if tp.offset >= 0:
+                with contextlib.suppress(KafkaException):  # not held any more: its owner resumes there
+                    self.consumer.seek(tp)
 
     def _pipeline(self, messages: Sequence[Message], outputs: Sequence[Output]) -> None:
         batch = _InFlight(messages, len(outputs))

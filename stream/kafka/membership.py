@@ -103,7 +103,7 @@ class Membership:
             err = m.error()
             if err is None:
                 good.append(m)
-            elif err.fatal():
+            elif err.fatal() or err.code() == KafkaError._FATAL:
                 raise ClientResetError(f"consumer failed fatally: {err.str()}")
             elif err.code() == KafkaError._AUTO_OFFSET_RESET and self.offsets_error is None:
                 self.offsets_error = OffsetsError(

@@ -101,7 +101,7 @@ class FakeConsumer:
             raise RuntimeError("consumer closed")
         if self.broker.consume_errors and self.fatal is None:
             err = self.broker.consume_errors.pop(0)
-            self.fatal = err if err.fatal() else None
+            self.fatal = err if err.fatal() or err.code() == KafkaError._FATAL else None
             return [Message(topic=self.topics[0] if self.topics else "", error=err)]
         if self.fatal is not None:  # a fatal consumer never fetches again
             time.sleep(min(timeout, 0.01))

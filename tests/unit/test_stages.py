@@ -198,7 +198,7 @@ def test_a_fatal_consumer_error_rebuilds_the_clients_and_the_stage_goes_on() -> 
 
     broker = MemoryBroker()
     _fill(broker, 9)
-    broker.consume_errors.append(KafkaError(KafkaError._FATAL, "static consumer fenced", fatal=True))
+    broker.consume_errors.append(KafkaError(KafkaError._FATAL, "static consumer fenced"))  # as consume() reports it
     loop, made = _loop(broker, scorer(deep_up=False).process)
     loop.run(StopFlag(), max_idle_s=0.5)
     assert len(made) == 2  # a second producer (and consumer) after the reset

@@ -173,12 +173,18 @@ def test_a_send_offsets_that_never_returns_gives_the_batch_up_instead_of_hanging
 
 
 @pytest.mark.parametrize("code", [KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID])
-def test_offsets_refused_for_a_lost_membership_ask_for_new_clients(code: int) -> None:
+def test_offsets_refused_for_a_lost_membership_rewind_to_the_committed_offsets(code: int) -> None:
     """A scorer paused past its session kept positions on partitions a peer had since decided;
-    its retried batch was refused, and once it rejoined the same stale positions committed again
-    (974 duplicated decisions in a chaos run). A refused membership now rebuilds the consumer."""
+    rewound only to its own batch, it repeated the peer's decisions once it rejoined (974 in a
+    chaos run). A refused membership now puts every held partition back at the committed offset."""
+
+    class Behind(Consumer):
+        def committed(self, parts: list[TopicPartition], timeout: float = 0) -> list[TopicPartition]:
+            return [TopicPartition(tp.topic, tp.partition, 40) for tp in parts]  # a peer committed past the batch
+
     refused = KafkaException(KafkaError(code, "Failed to commit offsets", txn_requires_abort=True))
-    producer, consumer = ScriptedProducer(send_offsets=[refused]), Consumer()
-    with pytest.raises(ClientResetError, match="group membership lost"):
+    producer, consumer = ScriptedProducer(send_offsets=[refused]), Behind()
+    with pytest.raises(BrokerError, match="send_offsets_to_transaction"):
         checkpoint(producer, consumer, []).commit(messages(), [Output("out", b"k", b"v", [])])
     assert producer.calls == ["init", "begin", "send_offsets", "abort"]
+    assert consumer.seeks == [(0, 4), (0, 40)]  # the batch's first offset, then the committed one
