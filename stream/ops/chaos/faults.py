@@ -15,6 +15,7 @@ from confluent_kafka import Producer
 
 from stream.config import Settings
 from stream.infra import run_infra
+from stream.kafka.calls import produce
 from stream.kafka.codec import Codec
 from stream.ops.chaos.report import FAULT_CLASSES, Ledger
 from stream.ops.chaos.supervisor import Supervisor
@@ -36,9 +37,6 @@ class Faults:
     settings: Settings
     infra_env: dict[str, str]
     run_dir: Path
-
-    def _produce(self, producer: Producer, topic: str, value: bytes, key: bytes, cb: Any) -> None:
-        raise NotImplementedError
 
     def schedule(self) -> Iterator[str]:
         classes = list(FAULT_CLASSES)
@@ -115,6 +113,6 @@ class Faults:
         for i, v in enumerate(values):
             key = f"hostile-{n + i}".encode()
             self.hostile_keys.add(key)
-            self._produce(producer, topic, v, key, None)
+            produce(producer, topic, v, key)
         if producer.flush(60) != 0:
             raise RuntimeError("hostile records not acknowledged within 60 s")

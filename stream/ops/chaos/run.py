@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 
 from stream.config import Settings, load_settings
 from stream.infra import run_infra
+from stream.kafka.calls import produce
 from stream.kafka.codec import Codec
 from stream.kafka.topics import ensure_topics, pipeline_topics
 from stream.ops.chaos.faults import Faults
@@ -97,10 +98,18 @@ class Chaos(Faults):
             if self._stop.is_set():
                 break
             value = self.codec.encode("Transaction", ev)
-            self._produce(producer, topics.transactions, value, ev["customer_id"].encode(), self.ledger.ack(ev["transaction_id"]))
+            produce(
+                producer,
+                topics.transactions,
+                value,
+                ev["customer_id"].encode(),
+                on_delivery=self.ledger.ack(ev["transaction_id"]),
+            )
             while li < len(self.labels) and int(self.labels[li]["label_time"]) <= int(ev["event_time"]):
                 lab = {k: v for k, v in self.labels[li].items() if k in LABEL_FIELDS}
-                self._produce(producer, topics.labels, self.codec.encode("Label", lab), lab["transaction_id"].encode(), None)
+                produce(
+                    producer, topics.labels, self.codec.encode("Label", lab), lab["transaction_id"].encode(), on_delivery=None
+                )
                 li += 1
             ahead = (i + 1) / self.rate - (time.monotonic() - start)
             if ahead > 0:
@@ -108,15 +117,6 @@ class Chaos(Faults):
             producer.poll(0)
         while producer.flush(1.0) > 0 and not self._abandon.is_set():
             pass
-
-    @staticmethod
-    def _produce(producer: Producer, topic: str, value: bytes, key: bytes, cb: Any) -> None:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, on_delivery=cb)
-                return
-            except BufferError:
-                producer.poll(0.1)
 
     def read(self, settings: Settings, topic: str, on: Callable[[Message], None]) -> None:
         consumer = Consumer(settings.kafka.consumer_config(unique("chaos-reader")))
