@@ -19,6 +19,7 @@ from stream.logs import Throttled
 from stream.metrics import Metrics, serve
 from stream.stages.labels import LabelConsumer
 from stream.stages.scorer import Scorer
+from stream.state.connection import redis_client
 from stream.state.featurestore import RedisFeatureStore
 from stream.state.liveness import DEEP, DeepHealth
 from stream.state.progress import ProgressMarks
@@ -29,14 +30,7 @@ log = structlog.get_logger("fraudstream.services")
 
 def feature_store(settings: Settings, delay_days: int) -> RedisFeatureStore:
     r = settings.redis
-    client = redis.Redis.from_url(
-        r.url,
-        socket_timeout=r.socket_timeout_s,
-        socket_connect_timeout=r.socket_timeout_s,
-        retry_on_timeout=False,
-        health_check_interval=10,
-    )
-    return RedisFeatureStore(client, r.namespace, r.ttl_days, FeatureEngine(delay_days))
+    return RedisFeatureStore(redis_client(r), r.namespace, r.ttl_days, FeatureEngine(delay_days))
 
 
 def _delay_days(models: ModelRegistry) -> int:

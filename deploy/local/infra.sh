@@ -2,7 +2,7 @@
 # Starts and stops a real Apache Kafka (KRaft: one node, or a cluster of several) and a
 # real redis-server on loopback, for development, the demo and the test suite.
 #
-#   infra.sh up | down | status | prepare | reset
+#   infra.sh up [redis|kafka] | down | status | prepare | reset
 #     prepare: fetch jars, install redis-server
 #     up keeps the broker's data across restarts (a crash included); reset (services stopped)
 #     deletes it, the one explicit way to start from an empty broker.
@@ -19,6 +19,10 @@
 #                           a cluster's client / controller ports, comma-separated, one per node
 #                           (default: FRAUDSTREAM_KAFKA_PORT + 2i and + 2i + 1). A cluster's node i
 #                           keeps its data in kafka-i/ and its pid in kafka-i.pid.
+#   FRAUDSTREAM_SECURE      1: the broker also listens SASL_SSL (SCRAM-SHA-512, user fraudstream) on
+#                           FRAUDSTREAM_KAFKA_SASL_PORT (default: FRAUDSTREAM_KAFKA_PORT + 2) and Redis
+#                           speaks TLS only with an ACL user (deploy/local/tls.sh: certificates, passwords)
+#   FRAUDSTREAM_REDIS_CLUSTER 1: a Redis Cluster of 6 nodes instead of one server (deploy/local/redis.sh)
 #   PYTHON                  interpreter with confluent-kafka for the readiness check
 # `up` is idempotent: services already running from this run folder are left alone.
 set -euo pipefail
@@ -38,6 +42,8 @@ if [ "$nodes" -gt 1 ]; then
 fi
 kafka_lib=${FRAUDSTREAM_KAFKA_LIB:-$repo/.cache/kafka-lib}
 kafka_gc=${FRAUDSTREAM_KAFKA_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent}
+secure=${FRAUDSTREAM_SECURE:-0}
+sasl_port=${FRAUDSTREAM_KAFKA_SASL_PORT:-$((kafka_port + 2))}
 python=${PYTHON:-$repo/.venv/bin/python}
 [ -x "$python" ] || python=python3
 
@@ -56,6 +62,11 @@ port_taken() {
   # Succeeds when something already accepts connections on 127.0.0.1:$1.
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
+
+# shellcheck source=deploy/local/tls.sh
+. "$here/tls.sh"
+# shellcheck source=deploy/local/redis.sh
+. "$here/redis.sh"
 
 ensure_kafka_jars() {
   if ls "$kafka_lib"/kafka_2.13-*.jar >/dev/null 2>&1; then return; fi
@@ -86,33 +97,20 @@ ensure_chromium() {
     || { tail -n 20 "$run_dir/apt-chromium.log" >&2; die "apt-get could not install chromium (log: $run_dir/apt-chromium.log)"; }
 }
 
-start_redis() {
-  local pidf=$run_dir/redis.pid
-  if alive "$pidf"; then info "redis already running on 127.0.0.1:$redis_port (pid $(cat "$pidf"))"; return; fi
-  port_taken "$redis_port" && die "port $redis_port is taken: stop what listens there or set FRAUDSTREAM_REDIS_PORT"
-  ensure_redis
-  mkdir -p "$run_dir/redis"
-  redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
-    --dir "$run_dir/redis" --daemonize yes --pidfile "$pidf" --logfile "$run_dir/redis.log" >/dev/null
-  for _ in $(seq 1 100); do
-    if redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG; then
-      info "redis ready on 127.0.0.1:$redis_port"; return
-    fi
-    sleep 0.1
-  done
-  tail -n 20 "$run_dir/redis.log" >&2 || true
-  die "redis did not answer PING on port $redis_port within 10 s"
-}
-
 write_kafka_config() {
   # dir node_id client_port controller_port quorum_line replication min_isr
-  local dir=$1 id=$2 port=$3 cport=$4 quorum=$5 rf=$6 isr=$7
-  cat >"$dir/server.properties" <<PROPS
+  local dir=$1 id=$2 port=$3 cport=$4 quorum=$5 rf=$6 isr=$7 listeners advertised
+  listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport advertised=PLAINTEXT://127.0.0.1:$port
+  if [ "$secure" = 1 ]; then
+    # Clients use the SASL_SSL listener; the plaintext one stays for the nodes' own traffic and the readiness probe.
+    listeners+=,SASL_SSL://127.0.0.1:$sasl_port advertised+=,SASL_SSL://127.0.0.1:$sasl_port
+  fi
+  (umask 077 && cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=$id
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$listeners
+advertised.listeners=$advertised
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 $quorum
@@ -132,6 +130,8 @@ auto.create.topics.enable=false
 message.max.bytes=2097152
 log.retention.hours=-1
 PROPS
+  )
+  [ "$secure" = 1 ] && kafka_secure_properties >>"$dir/server.properties"
   cat >"$dir/log4j2.properties" <<LOG
 appender.file.type=File
 appender.file.name=file
@@ -162,11 +162,17 @@ launch_node() {
   write_kafka_config "$dir" "$id" "$port" "$cport" "$quorum" "$rf" "$isr"
   if [ -f "$dir/data/meta.properties" ]; then
     info "kafka node $id keeps its data in $dir/data (a clean slate: infra.sh reset)"
+    if [ "$secure" = 1 ] && [ ! -f "$dir/data/scram-user" ]; then
+      die "FRAUDSTREAM_SECURE needs a broker formatted with its SCRAM user: infra.sh down && infra.sh reset"
+    fi
   else
+    local scram=""
+    if [ "$secure" = 1 ]; then ensure_tls; scram="SCRAM-SHA-512=[name=fraudstream,password=$(secret kafka.password)]"; fi
     # shellcheck disable=SC2086 # the format flag may be empty
     java -cp "$kafka_lib/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool \
-      format -t "$(cluster_id)" -c "$dir/server.properties" $format_flag >"$dir/format.log" 2>&1 \
+      format -t "$(cluster_id)" -c "$dir/server.properties" $format_flag ${scram:+--add-scram "$scram"} >"$dir/format.log" 2>&1 \
       || { cat "$dir/format.log" >&2; die "kafka storage format failed"; }
+    [ "$secure" = 1 ] && touch "$dir/data/scram-user"
   fi
   # $kafka_gc defaults to the G1 settings of Kafka's own start script (kafka-run-class.sh): without a
   # pause goal G1 grows the young generation until its pauses reach 30 ms, each one in the pipeline's p99.
@@ -181,6 +187,7 @@ start_kafka() {
   command -v java >/dev/null || die "java not found: install a Java 17+ JDK (Debian: apt-get install openjdk-17-jdk-headless)"
   ensure_kafka_jars
   local bootstrap dirs=() pids=()
+  [ "$secure" = 1 ] && [ "$nodes" -gt 1 ] && die "FRAUDSTREAM_SECURE runs with one node here (FRAUDSTREAM_KAFKA_NODES=1)"
   if [ "$nodes" -le 1 ]; then
     # One node, its own quorum; data in kafka/ (the layout single-node runs always had).
     launch_node "$run_dir/kafka" "$run_dir/kafka.pid" 1 "$kafka_port" "$controller_port" \
@@ -207,7 +214,9 @@ start_kafka() {
       fi
     done
     if "$python" "$here/ready.py" "$bootstrap" >>"$run_dir/kafka-ready.log" 2>&1; then
-      info "kafka ready on $bootstrap ($nodes node(s); transactions work)"; return
+      info "kafka ready on $bootstrap ($nodes node(s); transactions work)"
+      [ "$secure" = 1 ] && info "kafka SASL_SSL on 127.0.0.1:$sasl_port (SCRAM-SHA-512 user fraudstream; CA $tls_dir/ca.pem)"
+      return 0
     fi
     sleep 0.5
   done
@@ -230,19 +239,23 @@ kafka_names() {
 }
 
 status() {
-  for name in $(kafka_names) redis; do
+  for name in $(kafka_names) $(redis_names); do
     if alive "$run_dir/$name.pid"; then echo "$name: running (pid $(cat "$run_dir/$name.pid"))"; else echo "$name: stopped"; fi
   done
 }
 
 mkdir -p "$run_dir"
 case "${1:-}" in
-  up) start_redis; start_kafka ;;
-  down) for name in $(kafka_names); do stop_one "$name"; done; stop_one redis ;;
+  up)
+    # `up redis` / `up kafka` start only that one (tests that need only a Redis).
+    [ "${2:-}" = kafka ] || start_redis
+    [ "${2:-}" = redis ] || start_kafka ;;
+  down) for name in $(kafka_names) $(redis_names); do stop_one "$name"; done ;;
   status) status ;;
   reset)
-    for name in $(kafka_names) redis; do alive "$run_dir/$name.pid" && die "reset: stop the services first (infra.sh down)"; done
-    rm -rf "$run_dir/kafka/data" "$run_dir"/kafka-*/data "$run_dir/cluster.id" "$run_dir/redis"; info "broker data and redis folder deleted" ;;
+    for name in $(kafka_names) $(redis_names); do alive "$run_dir/$name.pid" && die "reset: stop the services first (infra.sh down)"; done
+    rm -rf "$run_dir/kafka/data" "$run_dir"/kafka-*/data "$run_dir/cluster.id" "$run_dir/redis" "$run_dir"/redis-?
+    info "broker data and redis folders deleted" ;;
   prepare) ensure_redis; ensure_kafka_jars; ensure_chromium; info "kafka jars, redis-server and chromium present" ;;
   *) die "usage: infra.sh up|down|status|prepare|reset" ;;
 esac

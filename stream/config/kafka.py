@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator, model_validator
 
 from stream.kafka.clientlog import kafka_logger
 
@@ -34,6 +34,7 @@ GUARDED = frozenset(
         "bootstrap.servers",  # `kafka.bootstrap`
         "security.protocol",  # `kafka.security_protocol`
         "sasl.password",  # `kafka.sasl_password` (a secret)
+        "ssl.key.password",  # `kafka.ssl_key_password` (a secret)
     }
 )
 
@@ -75,9 +76,20 @@ class KafkaSettings(_Strict):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="librdkafka security.protocol for every client"
     )
-    sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with a SASL_* security_protocol)"
+    )
     sasl_username: str | None = Field(None, description="SASL user")
     sasl_password: SecretStr | None = Field(None, description="SASL password (a secret: never logged or echoed)")
+    ssl_ca_location: FilePath | None = Field(
+        None, description="PEM file of the CA that signed the brokers' certificates; none = the system's CAs"
+    )
+    ssl_certificate_location: FilePath | None = Field(None, description="PEM client certificate, for mutual TLS")
+    ssl_key_location: FilePath | None = Field(None, description="PEM private key of the client certificate")
+    ssl_key_password: SecretStr | None = Field(None, description="password of that key (a secret)")
+    ssl_endpoint_identification: bool = Field(
+        True, description="check that a broker's certificate names the host connected to (off only for tests)"
+    )
     schema_registry_url: str | None = Field(None, description="Confluent-compatible registry; none = the bundled ids")
     first_start: Literal["earliest", "latest"] = Field(
         "earliest",
@@ -87,6 +99,19 @@ class KafkaSettings(_Strict):
     client: Overrides = Field(default_factory=dict, description="librdkafka settings for every client (TLS files, ...)")
     producer: Overrides = Field(default_factory=dict, description="librdkafka settings for producers only")
     consumer: Overrides = Field(default_factory=dict, description="librdkafka settings for consumers only")
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password is not None):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs kafka.sasl_mechanism, sasl_username and sasl_password"
+            )
+        if not sasl and self.sasl_mechanism:
+            raise ValueError(f"kafka.sasl_mechanism is set but security_protocol {self.security_protocol} has no SASL")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("kafka.ssl_certificate_location and ssl_key_location go together (mutual TLS)")
+        return self
 
     @field_validator("client", "producer", "consumer")
     @classmethod
@@ -109,6 +134,16 @@ class KafkaSettings(_Strict):
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password is not None:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            conf["ssl.endpoint.identification.algorithm"] = "https" if self.ssl_endpoint_identification else "none"
+            tls_files = {
+                "ssl.ca.location": self.ssl_ca_location,
+                "ssl.certificate.location": self.ssl_certificate_location,
+                "ssl.key.location": self.ssl_key_location,
+            }
+            conf |= {key: str(path) for key, path in tls_files.items() if path is not None}
+            if self.ssl_key_password is not None:
+                conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
         return conf | dict(self.client)
 
     def admin_config(self) -> dict[str, Any]:

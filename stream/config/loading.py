@@ -39,6 +39,11 @@ INFRA_VARIABLES = frozenset(
         "FRAUDSTREAM_KAFKA_LIB",
         "FRAUDSTREAM_KAFKA_GC",
         "FRAUDSTREAM_REDIS_PORT",
+        "FRAUDSTREAM_REDIS_PORTS",
+        "FRAUDSTREAM_REDIS_BUS_PORTS",
+        "FRAUDSTREAM_REDIS_CLUSTER",
+        "FRAUDSTREAM_SECURE",
+        "FRAUDSTREAM_KAFKA_SASL_PORT",
     }
 )
 SECRET_WORDS = ("password", "secret", "token", "key")
@@ -100,8 +105,11 @@ def _explain(exc: PydanticValidationError) -> str:
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown config key '{key}'")
-        elif any(word in key.lower() for word in SECRET_WORDS):
-            lines.append(f"config key '{key}': {err['msg']} (value not shown: a secret)")
+        elif any(word in key.lower() for word in SECRET_WORDS) or key.endswith("url"):
+            lines.append(f"config key '{key}': {err['msg']} (value not shown: a secret or a URL that may carry one)")
+        elif isinstance(err.get("input"), dict | list):
+            # A section's own check (say, SASL without a password): its input holds every key, secrets too.
+            lines.append(f"config section '{key}': {err['msg']}")
         else:
             lines.append(f"config key '{key}': {err['msg']} (got {err.get('input')!r})")
     return "; ".join(lines)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator, model_validator
 
 from models.rules import DEFAULT_RULES, Rule
 from stream.config.kafka import KafkaSettings
@@ -17,10 +18,39 @@ class _Strict(BaseModel):
 
 
 class RedisSettings(_Strict):
-    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// URL of the feature store")
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis:// or rediss:// (TLS) URL of the feature store; in cluster mode any one node's",
+    )
+    cluster: bool = Field(False, description="a Redis Cluster: keys spread over its primaries by hash slot")
+    username: str | None = Field(None, description="ACL user; none = the default user")
+    password: SecretStr | None = Field(None, description="the user's password (a secret: never logged or echoed)")
+    tls_ca: FilePath | None = Field(None, description="PEM file of the CA that signed the server's certificate (rediss://)")
+    tls_certificate: FilePath | None = Field(None, description="PEM client certificate, for mutual TLS")
+    tls_key: FilePath | None = Field(None, description="PEM private key of the client certificate")
+    tls_check_hostname: bool = Field(True, description="check that the server's certificate names the host (rediss://)")
     namespace: str = Field("live", pattern=r"^[A-Za-z0-9_.-]+$", description="key prefix; backtests use their own")
     ttl_days: int = Field(40, ge=1, description="TTL of every feature key")
     socket_timeout_s: float = Field(1.0, gt=0, description="a Redis call slower than this counts as a failure")
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError("must start with redis:// or rediss://")
+        if parts.password:
+            raise ValueError("carries a password: set redis.password (a secret) instead")
+        return url
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> RedisSettings:
+        tls_files = (self.tls_ca, self.tls_certificate, self.tls_key)
+        if any(f is not None for f in tls_files) and not self.url.startswith("rediss://"):
+            raise ValueError("redis.tls_* files are set but redis.url is not rediss://")
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ValueError("redis.tls_certificate and tls_key go together (mutual TLS)")
+        return self
 
 
 # A stage's batch wait when none is configured: in exactly-once every batch is a Kafka

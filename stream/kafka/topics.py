@@ -25,11 +25,22 @@ def ensure_topics(
     acknowledged yet never written (seen with librdkafka 2.16 against Kafka 4.1: a partition's
     log began at sequence 1 or 2, the first records reported delivered and absent).
     """
-    admin = AdminClient(kafka.admin_config())
+    refused: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        # A wrong password or an untrusted certificate looks like a transport failure to
+        # list_topics; librdkafka reports the real cause here.
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED):
+            refused.append(err.str())
+
+    admin = AdminClient(kafka.admin_config() | {"error_cb": on_error})
     wanted = sorted(set(names))
     try:
         existing = admin.list_topics(timeout=connect_s).topics
     except KafkaException as exc:
+        admin.poll(0)
+        if refused:
+            raise BrokerError(f"the broker at {kafka.bootstrap} refused the connection: {refused[-1]}") from exc
         raise BrokerError(f"cannot reach the broker at {kafka.bootstrap}: {exc.args[0].str()}") from exc
     missing = [n for n in wanted if n not in existing]
     if missing:

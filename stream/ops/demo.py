@@ -18,7 +18,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import redis
 from confluent_kafka import Consumer
 from rich.console import Console
 from rich.live import Live
@@ -34,6 +33,7 @@ from stream.config import Settings, load_settings
 from stream.kafka.schema_registry import codec_for
 from stream.kafka.topics import ensure_topics, pipeline_topics
 from stream.ops.feed import produce_stream
+from stream.state.connection import redis_client
 from stream.state.featurestore import RedisFeatureStore
 
 
@@ -114,7 +114,7 @@ def run_demo(settings: Settings, config: Path | None, rate: float, seconds: floa
     with console.status(f"warming feature state from {len(history):,} historical transactions"):
         offline = OfflineFeatures(FeatureEngine(bundle.delay_days))
         offline.run(to_events(history), to_label_events(sim.labels[sim.labels["label_time"] <= cut]))
-        client = redis.Redis.from_url(run_settings.redis.url)
+        client = redis_client(run_settings.redis)
         RedisFeatureStore(client, run_settings.redis.namespace, run_settings.redis.ttl_days, offline.engine).backfill(offline)
         client.close()
 

@@ -19,8 +19,14 @@ histories) gets the same features and counts nothing twice. Histories are append
 and cut back to their last MAX_HISTORY records once they pass twice that, so a
 write moves the new records only.
 
-The batch script touches many keys at once: the store runs against one Redis
-primary (replicas for failover), not a sharded Redis Cluster.
+On a Redis Cluster (`redis.cluster`) the same round trips go through a cluster pipeline,
+which sends each node the commands for its slots: the reads become one GET per key (MGET
+cannot cross slots) and the write one script call per entity key. Each call is atomic
+for its key, and a re-delivered batch is still idempotent; what a cluster cannot give is
+atomicity across keys: a batch whose write fails part-way (a primary failing over under
+it) keeps the part written. Its transactions are decided by the fallback chain, are not
+redelivered, and their counts on the keys not written are missing — transactions inside
+an outage, as on a single primary whose write fails.
 """
 
 from __future__ import annotations
@@ -30,81 +36,25 @@ from typing import Any, cast
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from models.features import BatchFeatures, FeatureEngine, OfflineFeatures
-from models.featureset import HISTORY_DTYPE, MAX_HISTORY, N_FEATURES, RING_DAYS, ring_from_bytes
+from models.featureset import HISTORY_DTYPE, MAX_HISTORY, N_FEATURES, ring_from_bytes
 from models.units import DAY_MS
 from stream.errors import FeatureStoreError
+from stream.state.connection import Client
+from stream.state.scripts import COUNT_LABELS, WRITE_BATCH
 
-# Shared by both scripts: add ARGV-given count to a ring slot (column 2 = tx, 3 = frauds),
-# mirroring models.features.ring_add: a slot holding an older day is reset first, one
-# holding a later day means the day is too old to be read again.
-_BUMP = f"""
-local function bump(key, day, col, count)
-  local off = (day % {RING_DAYS}) * 12
-  local raw = redis.call('GETRANGE', key, off, off + 11)
-  local d, n, f = 0, 0, 0
-  if #raw == 12 then d, n, f = struct.unpack('<i4i4i4', raw) end
-  if d ~= day then
-    if d > day then return end
-    n, f = 0, 0
-  end
-  if col == 2 then n = n + count else f = f + count end
-  redis.call('SETRANGE', key, off, struct.pack('<i4i4i4', day, n, f))
-end
-"""
-
-# KEYS: customer keys, then terminal keys. ARGV: #customers, ttl ms, bytes kept, bytes
-# that trigger a cut, one blob per customer, then per terminal: #days, (day, count)...
-WRITE_BATCH = (
-    _BUMP
-    + """
-local nc, ttl, keep, cap = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local a = 5
-for i = 1, nc do
-  local len = redis.call('APPEND', KEYS[i], ARGV[a])
-  a = a + 1
-  if len > cap then redis.call('SET', KEYS[i], redis.call('GETRANGE', KEYS[i], len - keep, len - 1)) end
-  redis.call('PEXPIRE', KEYS[i], ttl)
-end
-for i = nc + 1, #KEYS do
-  local days = tonumber(ARGV[a])
-  a = a + 1
-  for _ = 1, days do
-    bump(KEYS[i], tonumber(ARGV[a]), 2, tonumber(ARGV[a + 1]))
-    a = a + 2
-  end
-  redis.call('PEXPIRE', KEYS[i], ttl)
-end
-return #KEYS
-"""
-)
-
-# KEYS: (terminal key, its labels set) pairs. ARGV: ttl ms, then (transaction id, day) per pair.
-COUNT_LABELS = (
-    _BUMP
-    + """
-local counted = 0
-for j = 1, #KEYS / 2 do
-  local ring, seen = KEYS[2 * j - 1], KEYS[2 * j]
-  if redis.call('SADD', seen, ARGV[2 * j]) == 1 then
-    bump(ring, tonumber(ARGV[2 * j + 1]), 3, 1)
-    counted = counted + 1
-  end
-  redis.call('PEXPIRE', ring, ARGV[1])
-  redis.call('PEXPIRE', seen, ARGV[1])
-end
-return counted
-"""
-)
 _RECORD_BYTES = HISTORY_DTYPE.itemsize
 
 
 class RedisFeatureStore:
     """Online backend of the feature definitions."""
 
-    def __init__(self, client: redis.Redis, namespace: str, ttl_days: int, engine: FeatureEngine) -> None:
+    def __init__(self, client: Client, namespace: str, ttl_days: int, engine: FeatureEngine) -> None:
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
         self.ns = namespace
         self.ttl_ms = ttl_days * DAY_MS
         self.engine = engine
@@ -134,7 +84,10 @@ class RedisFeatureStore:
             pipe = self.client.pipeline(transaction=False)
             for i, src in claims:
                 pipe.set(self.ledger_key(events[i]["transaction_id"]), src, nx=True, get=True, px=self.ttl_ms)
-            if keys:
+            if keys and self.cluster:
+                for key in keys:
+                    pipe.get(key)
+            elif keys:
                 pipe.mget(keys)
             replies = pipe.execute()
         except (redis.RedisError, OSError) as exc:
@@ -142,7 +95,10 @@ class RedisFeatureStore:
         taken = np.zeros(len(events), dtype=bool)
         for (i, src), old in zip(claims, replies, strict=False):
             taken[i] = old is not None and (old.decode() if isinstance(old, bytes) else str(old)) != src
-        blobs = cast(list[bytes | None], replies[len(claims)]) if keys else []
+        if self.cluster:
+            blobs = cast(list[bytes | None], replies[len(claims) :])
+        else:
+            blobs = cast(list[bytes | None], replies[len(claims)]) if keys else []
         nc = len(customer_ids)
         customers = {c: np.frombuffer(b, dtype=HISTORY_DTYPE) for c, b in zip(customer_ids, blobs[:nc], strict=True) if b}
         terminals = {t: ring_from_bytes(b) for t, b in zip(terminal_ids, blobs[nc:], strict=True) if b}
@@ -154,7 +110,8 @@ class RedisFeatureStore:
         """State of the given entities, one MGET."""
         keys = [self.customer_key(c) for c in customer_ids] + [self.terminal_key(t) for t in terminal_ids]
         try:
-            blobs = cast(list[bytes | None], self.client.mget(keys)) if keys else []
+            read = self.client.mget_nonatomic if isinstance(self.client, RedisCluster) else self.client.mget
+            blobs = cast(list[bytes | None], read(keys)) if keys else []
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreError(f"feature read failed: {exc}") from exc
         nc = len(customer_ids)
@@ -187,37 +144,71 @@ class RedisFeatureStore:
             result = BatchFeatures(feats, appended, counts, repeats)
         else:
             result = self.engine.transform(events, customers, terminals, sources)
+        self._write_state(result)
+        return result
+
+    def _write_state(self, result: BatchFeatures) -> None:
+        """The batch's new history records and terminal counts, in one script call (a cluster:
+        one per key; the arguments are the same layout, cut per key)."""
+        head: list[Any] = [self.ttl_ms, MAX_HISTORY * _RECORD_BYTES, 2 * MAX_HISTORY * _RECORD_BYTES]
+        calls: list[tuple[list[str], list[Any]]] = []
+        customers = [(self.customer_key(c), records.tobytes()) for c, records in result.appended.items()]
         by_terminal: dict[str, list[int]] = {}
         for (tid, day), count in result.terminal_counts.items():
-            by_terminal.setdefault(tid, []).extend((day, count))
-        keys = [self.customer_key(c) for c in result.appended] + [self.terminal_key(t) for t in by_terminal]
-        args: list[Any] = [len(result.appended), self.ttl_ms, MAX_HISTORY * _RECORD_BYTES, 2 * MAX_HISTORY * _RECORD_BYTES]
-        args += [records.tobytes() for records in result.appended.values()]
-        for pairs in by_terminal.values():
-            args.append(len(pairs) // 2)
-            args += pairs
-        if keys:
-            try:
-                self._write(keys=keys, args=args)
-            except (redis.RedisError, OSError) as exc:
-                raise FeatureStoreError(f"feature update failed: {exc}") from exc
-        return result
+            by_terminal.setdefault(self.terminal_key(tid), []).extend((day, count))
+        if self.cluster:
+            calls += [([key], [1, *head, blob]) for key, blob in customers]
+            calls += [([key], [0, *head, len(pairs) // 2, *pairs]) for key, pairs in by_terminal.items()]
+        elif customers or by_terminal:
+            args: list[Any] = [len(customers), *head, *(blob for _, blob in customers)]
+            for pairs in by_terminal.values():
+                args += [len(pairs) // 2, *pairs]
+            calls.append(([key for key, _ in customers] + list(by_terminal), args))
+        self._run(self._write, calls, "feature update failed")
+
+    def _run(self, script: Any, calls: Sequence[tuple[list[str], list[Any]]], failure: str) -> None:
+        """Run `script` once per (keys, args): directly on a single primary (one call), through a
+        cluster pipeline on a cluster; a node that lost the script (a promoted replica) gets it
+        again and only the calls it refused are sent again."""
+        if not calls:
+            return
+        try:
+            if not self.cluster:
+                for keys, args in calls:
+                    script(keys=keys, args=args)
+                return
+            pending = list(calls)
+            for _ in range(2):
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args in pending:
+                    # EVALSHA through the generic call: redis-py blocks its method in cluster pipelines
+                    # for the NOSCRIPT case, which this loop handles.
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                replies = pipe.execute(raise_on_error=False)
+                failed = [exc for exc in replies if isinstance(exc, Exception) and not isinstance(exc, NoScriptError)]
+                if failed:
+                    raise failed[0]
+                pending = [call for call, reply in zip(pending, replies, strict=True) if isinstance(reply, NoScriptError)]
+                if not pending:
+                    return
+                script.sha = self.client.script_load(script.script)
+            raise FeatureStoreError(f"{failure}: the script is missing on a node after reloading it")
+        except (redis.RedisError, OSError) as exc:
+            raise FeatureStoreError(f"{failure}: {exc}") from exc
 
     def apply_labels(self, labels: Sequence[Mapping[str, Any]]) -> int:
         """Count fraud labels into terminal state, once per transaction id; returns labels sent."""
-        keys: list[str] = []
-        args: list[Any] = [self.ttl_ms]
+        pairs: list[tuple[list[str], list[Any]]] = []
         for lab in labels:
             if lab["is_fraud"]:
                 key = self.terminal_key(lab["terminal_id"])
-                keys += [key, f"{key}:labels"]
-                args += [lab["transaction_id"], int(lab["event_time"]) // DAY_MS]
-        if keys:
-            try:
-                self._labels(keys=keys, args=args)
-            except (redis.RedisError, OSError) as exc:
-                raise FeatureStoreError(f"label update failed: {exc}") from exc
-        return len(keys) // 2
+                pairs.append(([key, f"{key}:labels"], [lab["transaction_id"], int(lab["event_time"]) // DAY_MS]))
+        if self.cluster:
+            calls = [(keys, [self.ttl_ms, *args]) for keys, args in pairs]
+        else:
+            calls = [([k for keys, _ in pairs for k in keys], [self.ttl_ms, *(a for _, args in pairs for a in args)])]
+        self._run(self._labels, calls if pairs else [], "label update failed")
+        return len(pairs)
 
     def warm_up(self) -> None:
         """Connect and load the scripts now rather than inside the first batch."""

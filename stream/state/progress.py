@@ -21,6 +21,7 @@ import redis
 from confluent_kafka import TopicPartition
 
 from stream.errors import FeatureStoreError
+from stream.state.connection import Client
 
 # ARGV: (field, offset) pairs; each field keeps the larger of its value and the new one.
 _RAISE = """
@@ -33,7 +34,7 @@ return 1
 
 
 class ProgressMarks:
-    def __init__(self, client: redis.Redis, namespace: str, group: str) -> None:
+    def __init__(self, client: Client, namespace: str, group: str) -> None:
         self.client = client
         self.key = f"pm:{namespace}:{{g:{group}}}"
         self._raise = client.register_script(_RAISE)

@@ -3,11 +3,13 @@
 kafka    MemoryBroker, FakeConsumer, RecordingProducer (checks the transactional order)
 stages   MemoryFeatureStore, FixedVersions, tiny_bundle
 infra    FakeClock, unique names, free ports, sample transactions, the local infrastructure
+deployments  a secured broker + Redis (SASL_SSL, TLS with an ACL user), a Redis Cluster
 """
 
 from __future__ import annotations
 
 from stream.infra import run_infra
+from stream.testing.deployments import RedisCluster, SecuredInfra, redis_cluster, secured_infra
 from stream.testing.infra import (
     FakeClock,
     LocalInfra,
@@ -30,12 +32,16 @@ __all__ = [
     "MemoryFeatureStore",
     "ProtocolViolation",
     "RecordingProducer",
+    "RedisCluster",
+    "SecuredInfra",
     "free_port",
     "infra_env",
     "isolated_env",
     "local_infra",
+    "redis_cluster",
     "run_infra",
     "sample_transaction",
+    "secured_infra",
     "tiny_bundle",
     "unique",
 ]

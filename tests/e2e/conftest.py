@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from models.artifacts import save_bundle
+from models import xgb as xgbm
+from models.artifacts import load_bundle, save_bundle
 from models.dataset import to_events
+from models.features import FeatureEngine, OfflineFeatures
 from models.simulator import SimConfig, Simulation, simulate
 from models.training import TrainConfig, train_models
 from stream.config import Settings, load_settings
@@ -320,3 +323,11 @@ def wait_assigned(pipeline: Pipeline, name: str, after: int = 0, timeout_s: floa
 def last_events(sim: Simulation, n: int) -> list[dict[str, Any]]:
     """The last n transactions of a simulation, time-ordered."""
     return to_events(sim.transactions.iloc[-n:])
+
+
+def offline_xgb_scores(trained: TrainedModel, events: list[dict[str, Any]]) -> np.ndarray:
+    """XGBoost's probability for each event, its features computed offline from an empty state
+    (the training code path): what stage 1 must find from a fresh Redis namespace."""
+    bundle = load_bundle(trained.root / trained.version)
+    x = OfflineFeatures(FeatureEngine(bundle.delay_days)).run(events)
+    return xgbm.sigmoid(xgbm.margins(bundle.booster, x))

@@ -1,8 +1,11 @@
-"""The Redis feature store against a real Redis: parity with the in-memory backend,
-idempotent re-delivery, labels counted once."""
+"""The Redis feature store against a real Redis — one server, a TLS-only server with an ACL
+user, and a Redis Cluster — parity with the in-memory backend, idempotent re-delivery, labels
+counted once."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -13,18 +16,39 @@ from models.dataset import to_events, to_label_events
 from models.features import FeatureEngine, OfflineFeatures
 from models.featureset import ring_counts, ring_from_bytes
 from models.simulator import SimConfig, simulate
+from stream.config import load_settings
+from stream.state.connection import Client, redis_client
 from stream.state.featurestore import RedisFeatureStore
-from stream.testing import LocalInfra
+from stream.testing import LocalInfra, redis_cluster, secured_infra
 
 pytestmark = pytest.mark.integration
 
 
-def test_online_equals_offline_with_labels_and_redelivery(infra: LocalInfra, uid: str) -> None:
+@pytest.fixture(scope="module", params=["single", "secured", "cluster"])
+def redis_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Settings for each shape of Redis the store runs on, each started by deploy/local/infra.sh."""
+    if request.param == "single":
+        infra: LocalInfra = request.getfixturevalue("infra")
+        yield {"FRAUDSTREAM_REDIS_URL": infra.redis_url}
+    elif request.param == "secured":
+        with secured_infra(tmp_path_factory.mktemp("secured"), "redis") as secured:
+            yield secured.redis_env()
+    else:
+        with redis_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+            yield {"FRAUDSTREAM_REDIS_URL": cluster.url, "FRAUDSTREAM_REDIS__CLUSTER": "true"}
+
+
+def _client(env: dict[str, str]) -> Client:
+    return redis_client(load_settings(environ=env).redis)
+
+
+def test_online_equals_offline_with_labels_and_redelivery(redis_env: dict[str, str], uid: str) -> None:
     sim = simulate(SimConfig(n_customers=150, n_terminals=40, days=20, seed=5))
     events = to_events(sim.transactions)
     labels = to_label_events(sim.labels)
-    client = redis.Redis.from_url(infra.redis_url)
+    client = _client(redis_env)
     store = RedisFeatureStore(client, uid, 40, FeatureEngine(7))
+    assert store.cluster == ("FRAUDSTREAM_REDIS__CLUSTER" in redis_env)
     online, li = [], 0
     for start in range(0, len(events), 300):
         chunk = events[start : start + 300]
@@ -46,10 +70,10 @@ def test_online_equals_offline_with_labels_and_redelivery(infra: LocalInfra, uid
     client.close()
 
 
-def test_a_transaction_id_claimed_by_one_record_is_a_repeat_under_any_customer(infra: LocalInfra, uid: str) -> None:
+def test_a_transaction_id_claimed_by_one_record_is_a_repeat_under_any_customer(redis_env: dict[str, str], uid: str) -> None:
     from stream.testing import sample_transaction
 
-    client = redis.Redis.from_url(infra.redis_url)
+    client = _client(redis_env)
     store = RedisFeatureStore(client, uid, 40, FeatureEngine(7))
     first = [sample_transaction(i) for i in range(4)]
     first_src = [1000 + i for i in range(4)]
@@ -65,3 +89,36 @@ def test_a_transaction_id_claimed_by_one_record_is_a_repeat_under_any_customer(i
     assert client.get(store.customer_key("other-0")) is None
     assert client.get(store.customer_key(first[0]["customer_id"])) == history
     client.close()
+
+
+def test_a_secured_redis_refuses_plaintext_the_default_user_and_a_wrong_password(tmp_path: Path) -> None:
+    with secured_infra(tmp_path / "run", "redis") as secured:
+        env = secured.redis_env()
+        port = int(secured.redis_url.rsplit(":", 1)[1].split("/")[0])
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis(port=port, socket_timeout=2).ping()  # plaintext to a TLS-only port
+        for wrong in ({"FRAUDSTREAM_REDIS__PASSWORD": "not-it"}, {"FRAUDSTREAM_REDIS__USERNAME": "default"}):
+            with pytest.raises(redis.AuthenticationError):
+                _client(env | wrong).ping()
+        assert _client(env).acl_whoami() == "fraudstream"
+
+
+def test_the_cluster_store_keeps_its_scripts_when_a_node_forgets_them(tmp_path: Path, uid: str) -> None:
+    """A promoted replica may not hold the scripts: the store loads them again and sends
+    only the calls that were refused, so nothing is counted twice."""
+    from stream.testing import sample_transaction
+
+    with redis_cluster(tmp_path / "run") as cluster:
+        client = _client({"FRAUDSTREAM_REDIS_URL": cluster.url, "FRAUDSTREAM_REDIS__CLUSTER": "true"})
+        store = RedisFeatureStore(client, uid, 40, FeatureEngine(7))
+        store.warm_up()
+        events = [sample_transaction(i) for i in range(60)]
+        store.features(events[:30])
+        for port in cluster.primary_ports():
+            redis.Redis(port=port).script_flush()
+        store.features(events[30:])
+        offline = OfflineFeatures(FeatureEngine(7))
+        offline.run(events, [], batch=30)
+        customers, terminals = store.load(list(offline.customers), list(offline.terminals))
+        assert {c: h.tobytes() for c, h in customers.items()} == {c: h.tobytes() for c, h in offline.customers.items()}
+        assert {t: r.tobytes() for t, r in terminals.items()} == {t: r.tobytes() for t, r in offline.terminals.items()}
