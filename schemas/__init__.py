@@ -56,6 +56,14 @@ def wire(name: str) -> dict[str, Any]:
     return result
 
 
+def wire_of(raw: dict[str, Any]) -> dict[str, Any]:
+    """A writer's schema JSON (say, from a registry) parsed as `wire` parses ours: no logical types."""
+    result = parse_schema(_plain(raw), named_schemas={})
+    if not isinstance(result, dict):
+        raise TypeError("the schema did not parse to a record")
+    return result
+
+
 def _plain(node: Any) -> Any:
     """A schema JSON with every logicalType annotation dropped."""
     if isinstance(node, dict):

@@ -9,6 +9,7 @@ load, naming it: overriding it would silently break exactly-once or the read_com
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator, model_validator
 
@@ -90,7 +91,12 @@ class KafkaSettings(_Strict):
     ssl_endpoint_identification: bool = Field(
         True, description="check that a broker's certificate names the host connected to (off only for tests)"
     )
-    schema_registry_url: str | None = Field(None, description="Confluent-compatible registry; none = the bundled ids")
+    schema_registry_url: str | None = Field(
+        None, description="http(s) URL of a Confluent-compatible registry (no credentials in it); none = the bundled ids"
+    )
+    schema_registry_username: str | None = Field(None, description="the registry's basic-auth user")
+    schema_registry_password: SecretStr | None = Field(None, description="the registry's basic-auth password (a secret)")
+    schema_registry_ca_location: FilePath | None = Field(None, description="PEM CA of the registry's certificate (https)")
     first_start: Literal["earliest", "latest"] = Field(
         "earliest",
         description="where a stage's group starts on a partition it has never committed; a partition whose "
@@ -99,6 +105,18 @@ class KafkaSettings(_Strict):
     client: Overrides = Field(default_factory=dict, description="librdkafka settings for every client (TLS files, ...)")
     producer: Overrides = Field(default_factory=dict, description="librdkafka settings for producers only")
     consumer: Overrides = Field(default_factory=dict, description="librdkafka settings for consumers only")
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL")
+        if parts.username or parts.password:
+            raise ValueError("carries credentials: set kafka.schema_registry_username and _password instead")
+        return url
 
     @model_validator(mode="after")
     def _security_complete(self) -> KafkaSettings:

@@ -38,8 +38,9 @@ class SchemaIds(Protocol):
         """The id to frame records of schema `name` with."""
         ...
 
-    def name_for(self, schema_id: int) -> str | None:
-        """The bundled schema an id stands for, or None when unknown."""
+    def writer(self, schema_id: int, name: str) -> dict[str, Any]:
+        """The parsed schema a record framed with `schema_id` was written with, when it can
+        be read as a `name` record; DecodeError (without the bytes) with the reason otherwise."""
         ...
 
 
@@ -52,8 +53,13 @@ class BundledIds:
     def id_for(self, name: str) -> int:
         return schemas.fixed_id(name)
 
-    def name_for(self, schema_id: int) -> str | None:
-        return self._by_id.get(schema_id)
+    def writer(self, schema_id: int, name: str) -> dict[str, Any]:
+        found = self._by_id.get(schema_id)
+        if found is None:
+            raise DecodeError(f"unknown schema id {schema_id}")
+        if found != name:
+            raise DecodeError(f"schema id {schema_id} is {found}, expected {name}")
+        return schemas.wire(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +155,17 @@ class Codec:
     def decode(self, name: str, raw: bytes | None) -> dict[str, Any]:
         """Decode one framed record of schema `name`; PoisonError when unusable."""
         schema_id, body = unframe(raw)
-        found = self._ids.name_for(schema_id)
-        if found is None:
-            raise DecodeError(f"unknown schema id {schema_id}", raw)
-        if found != name:
-            raise DecodeError(f"schema id {schema_id} is {found}, expected {name}", raw)
+        try:
+            writer = self._ids.writer(schema_id, name)
+        except DecodeError as exc:
+            raise DecodeError(exc.reason, raw) from None
+        reader = schemas.wire(name)
         stream = io.BytesIO(body)
         try:
-            value = schemaless_reader(stream, schemas.wire(name), None, return_record_name=False)
+            # A writer's schema other than ours (a producer that evolved it) is resolved
+            # against ours by Avro's rules: an added field is skipped, a removed one takes
+            # our default; a record the rules cannot read is a dead letter with the reason.
+            value = schemaless_reader(stream, writer, None if writer is reader else reader, return_record_name=False)
         except Exception as exc:
             raise DecodeError(f"Avro body unreadable: {type(exc).__name__}: {exc}", raw) from exc
         if not isinstance(value, dict):

@@ -91,8 +91,11 @@ def test_bundled_ids_are_stable() -> None:
         "Decision": 1003,
         "Label": 1004,
     }
-    assert BundledIds().name_for(1003) == "Decision"
-    assert BundledIds().name_for(9) is None
+    assert BundledIds().writer(1003, "Decision") is schemas.wire("Decision")
+    with pytest.raises(DecodeError, match="unknown schema id 9"):
+        BundledIds().writer(9, "Decision")
+    with pytest.raises(DecodeError, match="schema id 1003 is Decision, expected Label"):
+        BundledIds().writer(1003, "Label")
 
 
 def test_unframe_rejects_short_and_null() -> None:
