@@ -10,12 +10,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from stream.cli.app import app, command, console, models_app
+from stream.cli.app import ConfigOpt, app, command, console, models_app, settings_from
 
 
 @command(app)
 def train(
-    out: Annotated[Path | None, typer.Option(help="version folder (default artifacts/v<time>)")] = None,
+    out: Annotated[Path | None, typer.Option(help="version folder (default: model.dir/v<time>)")] = None,
     data: Annotated[Path | None, typer.Option(help="CSV/Parquet history; without it, simulate")] = None,
     labels: Annotated[Path | None, typer.Option(help="labels file (default: <data>.labels.parquet if present)")] = None,
     columns: Annotated[str, typer.Option(help="column mapping, e.g. 'event_time=ts,amount=amt'")] = "",
@@ -23,6 +23,7 @@ def train(
     seed: int = 0,
     days: Annotated[int, typer.Option(help="simulated days when no --data")] = 60,
     customers: int = 3000,
+    config: ConfigOpt = None,
 ) -> None:
     """Train XGBoost + the hybrid MLP, choose thresholds, print the evaluation table."""
     from models.artifacts import save_bundle
@@ -41,7 +42,7 @@ def train(
         lab_file = labels or data.with_name(data.stem + ".labels.parquet")
         lab = read_table(lab_file) if lab_file.exists() else labels_from_history(tx, label_delay_days)
         source = {"file": str(data)}
-    version_dir = out or Path("artifacts") / datetime.now(UTC).strftime("v%Y%m%d-%H%M%S")
+    version_dir = out or settings_from(config).model.dir / datetime.now(UTC).strftime("v%Y%m%d-%H%M%S")
     with console.status("training") as status:
         result = train_models(tx, lab, TrainConfig(seed=seed), progress=lambda m: status.update(m))
     save_bundle(
@@ -93,10 +94,11 @@ def evaluate(
 
 
 @command(models_app, "list")
-def models_list(root: Path = Path("artifacts")) -> None:
-    """List model versions with their test metrics."""
+def models_list(config: ConfigOpt = None) -> None:
+    """List the versions in `model.dir` with their test metrics."""
     from models.artifacts import CURRENT, list_versions
 
+    root = settings_from(config).model.dir
     current = (root / CURRENT).read_text().strip() if (root / CURRENT).exists() else None
     t = Table()
     for c in ("version", "created", "trees", "AP xgb", "AP hybrid", "promoted"):
@@ -115,9 +117,10 @@ def models_list(root: Path = Path("artifacts")) -> None:
 
 
 @command(models_app, "promote")
-def models_promote(version: str, root: Path = Path("artifacts")) -> None:
-    """Make VERSION the one running services switch to between batches."""
+def models_promote(version: str, config: ConfigOpt = None) -> None:
+    """Make VERSION (in `model.dir`) the one running services switch to between batches."""
     from models.artifacts import promote
 
+    root = settings_from(config).model.dir
     promote(root, version)
     console.print(f"promoted {version}")

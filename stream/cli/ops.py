@@ -53,21 +53,31 @@ def dlq_show(ref: Annotated[str, typer.Argument(help="PARTITION:OFFSET in the DL
 
 @command(dlq_app, "redrive")
 def dlq_redrive(
-    refs: Annotated[list[str] | None, typer.Argument(help="PARTITION:OFFSET refs; none = all matching --error")] = None,
+    refs: Annotated[list[str] | None, typer.Argument(help="PARTITION:OFFSET refs (see `dlq list`)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every record (matching --error) instead of refs")] = False,
     error: Annotated[str | None, typer.Option(help="only this error class")] = None,
-    to_topic: Annotated[str | None, typer.Option(help="default: each record's source topic")] = None,
+    to_topic: Annotated[str | None, typer.Option(help="an existing topic; default: each record's source topic")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be re-driven, send nothing")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Produce dead-lettered records' original bytes back to their source topic."""
-    from stream.ops.dlq import read_dlq, redrive
+    from stream.ops.dlq import read_dlq, redrive, target_of
 
+    if bool(refs) == all_:
+        raise FraudstreamError("name the records to re-drive (PARTITION:OFFSET ...) or pass --all, not both")
     settings = settings_from(config)
     wanted = set(refs or [])
     letters = [
-        d
-        for d in read_dlq(settings.kafka)
-        if (not wanted or d.ref in wanted) and (not error or d.headers.get("error.class") == error)
+        d for d in read_dlq(settings.kafka) if (all_ or d.ref in wanted) and (not error or d.headers.get("error.class") == error)
     ]
+    unknown = sorted(wanted - {d.ref for d in letters})
+    if unknown:
+        raise FraudstreamError(f"no DLQ record {', '.join(unknown)}" + (f" with error class {error}" if error else ""))
+    if dry_run:
+        for d in letters:
+            console.print(f"{d.ref} {d.headers.get('error.class', '?')} -> {target_of(settings.kafka, d, to_topic)}")
+        console.print(f"would re-drive {len(letters)} record(s) (dry run: nothing sent)")
+        return
     console.print(f"re-drove {redrive(settings.kafka, letters, to_topic)} record(s)")
 
 
@@ -117,15 +127,16 @@ def replay(
     config: ConfigOpt = None,
 ) -> None:
     """Re-publish a time range (keys, timestamps, headers kept): shadow runs, load tests."""
-    from stream.kafka.topics import ensure_topics
+    from stream.kafka.topics import ensure_topics, topic_exists
     from stream.ops.replay import replay as run_replay
     from stream.ops.timerange import parse_time
 
     settings = settings_from(config)
+    source = topic or settings.kafka.topics.transactions
+    if not topic_exists(settings.kafka, source):
+        raise FraudstreamError(f"source topic {source} does not exist; nothing replayed, {to_topic} not created")
     ensure_topics(settings.kafka, [to_topic])
-    n = run_replay(
-        settings.kafka, topic or settings.kafka.topics.transactions, parse_time(start), parse_time(end) if end else None, to_topic
-    )
+    n = run_replay(settings.kafka, source, parse_time(start), parse_time(end) if end else None, to_topic)
     console.print(f"replayed {n:,} records into {to_topic}")
 
 

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from stream.cli.app import ConfigOpt, IdleOpt, InstanceOpt, app, command, console, settings_from
+from stream.config import load_settings
 from stream.infra import run_infra
 
 SERVICES = ("score", "deep", "labels")
@@ -122,9 +123,20 @@ def spawn_services(config: Path | None, env: dict[str, str] | None = None) -> li
     return [_spawn(cmd, config, env) for cmd in SERVICES]
 
 
+def service_env(cmd: str, config: Path | None, env: dict[str, str] | None = None) -> dict[str, str]:
+    """A child's environment: with `metrics.port` set, service i of SERVICES serves on port + i
+    (three processes cannot share one port)."""
+    base = dict(os.environ if env is None else env)
+    port = load_settings(config, base).metrics.port
+    if port:
+        base["FRAUDSTREAM_METRICS__PORT"] = str(port + SERVICES.index(cmd))
+    return base
+
+
 def _spawn(cmd: str, config: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     extra = ["--config", str(config)] if config else []
-    return subprocess.Popen([sys.executable, "-m", "stream", cmd, *extra], env=env)  # noqa: S603 - our own entry point
+    child = service_env(cmd, config, env)
+    return subprocess.Popen([sys.executable, "-m", "stream", cmd, *extra], env=child)  # noqa: S603 - our own entry point
 
 
 @command(app)

@@ -60,6 +60,14 @@ def ensure_topics(
     return wait_served(admin, wanted, ready_s)
 
 
+def topic_exists(kafka: KafkaSettings, name: str) -> bool:
+    """Whether the broker knows `name` (BrokerError when it cannot be asked)."""
+    try:
+        return name in AdminClient(kafka.admin_config()).list_topics(timeout=10).topics
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach the broker at {kafka.bootstrap}: {exc.args[0].str()}") from exc
+
+
 # Errors that no amount of waiting turns into a served partition.
 _NEVER_SERVED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED}
 

@@ -11,11 +11,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from stream.config import KafkaSettings
 from stream.deadletter import headers_dict
+from stream.errors import BrokerError
 from stream.kafka.calls import produce
+from stream.kafka.topics import topic_exists
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +56,38 @@ def _letter(m: Message) -> DeadLetter:
     return DeadLetter(m.partition() or 0, m.offset() or 0, m.key(), m.value(), headers_dict(m.headers()))
 
 
-def redrive(kafka: KafkaSettings, letters: list[DeadLetter], to_topic: str | None = None) -> int:
-    """Produce the letters' original bytes back; returns how many were sent."""
-    producer = Producer(kafka.producer_config(None, client_id="fraudstream-dlq"))
+def target_of(kafka: KafkaSettings, letter: DeadLetter, to_topic: str | None) -> str:
+    return to_topic or letter.headers.get("source.topic") or kafka.topics.transactions
+
+
+def redrive(kafka: KafkaSettings, letters: list[DeadLetter], to_topic: str | None = None, timeout_s: float = 30.0) -> int:
+    """Produce the letters' original bytes back; returns how many the broker acknowledged.
+
+    Every target topic must exist (nothing is created here: a typo must not make a topic),
+    and every delivery must be acknowledged: BrokerError otherwise, naming what was not."""
+    targets = sorted({target_of(kafka, d, to_topic) for d in letters})
+    if targets:
+        missing = [t for t in targets if not topic_exists(kafka, t)]
+        if missing:
+            raise BrokerError(f"target topic {', '.join(missing)} does not exist; nothing was re-driven")
+    failed: list[str] = []
+    acked = 0
+
+    def report(err: KafkaError | None, msg: Message) -> None:
+        nonlocal acked
+        if err is None:
+            acked += 1
+        else:
+            failed.append(f"{msg.topic()}: {err.str()}")
+
+    producer = Producer(kafka.producer_config(None, client_id="fraudstream-dlq") | {"message.timeout.ms": int(timeout_s * 1000)})
     for d in letters:
-        target = to_topic or d.headers.get("source.topic") or kafka.topics.transactions
-        produce(producer, target, d.value, d.key, [("dlq.redriven_from", f"{kafka.topics.dlq}/{d.ref}".encode())])
-    producer.flush(30)
-    return len(letters)
+        header = [("dlq.redriven_from", f"{kafka.topics.dlq}/{d.ref}".encode())]
+        produce(producer, target_of(kafka, d, to_topic), d.value, d.key, header, on_delivery=report)
+    left = producer.flush(timeout_s + 5)
+    if failed or left or acked != len(letters):
+        raise BrokerError(
+            f"{acked} of {len(letters)} record(s) re-driven; not delivered: {len(letters) - acked}"
+            + (f" ({failed[0]})" if failed else "")
+        )
+    return acked

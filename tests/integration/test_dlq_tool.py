@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from stream.cli import app
@@ -43,8 +44,19 @@ def test_list_show_and_redrive(infra: LocalInfra, uid: str) -> None:
     assert "error.class: ValidationError" in shown.output and "source.offset: 41" in shown.output
 
     target = f"redriven-{uid}"
+    # Safety rails: no refs and no --all is refused; a target topic that does not exist is
+    # refused before anything is sent, and not created; a dry run sends nothing.
+    bare = runner.invoke(app, ["dlq", "redrive"], env=env)
+    assert bare.exit_code == 1 and "--all" in bare.output
+    typo = runner.invoke(app, ["dlq", "redrive", "--all", "--to-topic", target], env=env)
+    assert typo.exit_code == 1 and f"target topic {target} does not exist" in typo.output, typo.output
+    assert target not in AdminClient(kafka.admin_config()).list_topics(timeout=10).topics
+    dry = runner.invoke(app, ["dlq", "redrive", "0:0", "0:1", "--dry-run", "--to-topic", target], env=env)
+    assert dry.exit_code == 0 and "would re-drive 2 record(s)" in dry.output and f"0:1 ValidationError -> {target}" in dry.output
+    absent = runner.invoke(app, ["dlq", "redrive", "0:7", "--to-topic", target], env=env)
+    assert absent.exit_code == 1 and "no DLQ record 0:7" in absent.output
     ensure_topics(kafka, [target], partitions=1)
-    result = runner.invoke(app, ["dlq", "redrive", "--error", "DecodeError", "--to-topic", target], env=env)
+    result = runner.invoke(app, ["dlq", "redrive", "--all", "--error", "DecodeError", "--to-topic", target], env=env)
     assert "re-drove 1 record(s)" in result.output, result.output
     consumer = Consumer(kafka.consumer_config(f"check-{uid}"))
     consumer.subscribe([target])
