@@ -52,8 +52,13 @@ class ColumnMap:
     currency: str | None = "currency"
     country: str | None = "country"
     ip: str | None = "ip"
-    # How `amount` is expressed: "minor" (cents, integers) or "major" (e.g. 12.34).
-    amount_unit: str = "minor"
+    # How `amount` is expressed: "minor" (cents, integers) or "major" (e.g. 12.34); None: minor
+    # when every amount is a whole number, an error naming the choice otherwise.
+    amount_unit: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.amount_unit not in (None, "minor", "major"):
+            raise DataError(f"amount_unit '{self.amount_unit}': expected 'minor' (cents) or 'major' (e.g. 12.34)")
 
     @classmethod
     def parse(cls, spec: str) -> ColumnMap:
@@ -68,15 +73,60 @@ class ColumnMap:
         return cls(**kwargs)
 
 
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file."""
+    """Read a Parquet file or a CSV file, compressed or not (.csv.gz, .csv.zst, ...)."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
-    if path.suffix.lower() in (".parquet", ".pq"):
+    suffixes = [x.lower() for x in path.suffixes[-2:]]
+    if suffixes[-1:] and suffixes[-1] in (".parquet", ".pq"):
         return pd.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".txt"):
-        return pd.read_csv(path)
-    raise DataError(f"{path}: expected a .csv or .parquet file")
+    if suffixes[-1:] and suffixes[-1] in COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    if suffixes[-1:] and suffixes[-1] in (".csv", ".txt"):
+        return pd.read_csv(path)  # pandas infers the compression from the name
+    raise DataError(f"{path}: expected a .csv (optionally {', '.join(COMPRESSIONS)}) or .parquet file")
+
+
+_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
+_FALSE = {"false", "f", "no", "n", "0", "0.0"}
+
+
+def parse_labels(values: pd.Series, column: str) -> np.ndarray:
+    """Booleans, 0/1 or true/false/yes/no (any case) as bools; DataError naming the column and
+    the first value that is none of these (a missing one included)."""
+    if values.dtype == bool:
+        return np.asarray(values.to_numpy(), dtype=bool)
+    text = values.astype(str).str.strip().str.lower()
+    is_true, is_false = text.isin(_TRUE), text.isin(_FALSE)
+    bad = ~(is_true | is_false) | values.isna()
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"column '{column}': {int(bad.sum())} value(s) are not a fraud label (true/false, yes/no, 1/0); "
+            f"first at row {first}: {values.iloc[first]!r}"
+        )
+    return np.asarray(is_true.to_numpy(), dtype=bool)
+
+
+def parse_amounts(values: pd.Series, column: str, unit: str | None) -> np.ndarray:
+    """Amounts in minor units (int64); DataError naming the column and a bad value."""
+    amount = pd.to_numeric(values, errors="coerce")
+    if amount.isna().any():
+        first = int(np.flatnonzero(amount.isna().to_numpy())[0])
+        raise DataError(
+            f"column '{column}': {int(amount.isna().sum())} non-numeric amount(s); first at row {first}: {values.iloc[first]!r}"
+        )
+    fractional = (amount % 1) != 0
+    if unit != "major" and fractional.any():
+        first = int(np.flatnonzero(fractional.to_numpy())[0])
+        raise DataError(
+            f"column '{column}' has amounts with decimals (row {first}: {values.iloc[first]!r}): "
+            "set amount_unit=major for amounts like 12.34 (minor units must be whole numbers)"
+        )
+    return np.asarray((amount * 100 if unit == "major" else amount).round(), dtype=np.int64)
 
 
 def normalise(raw: pd.DataFrame, cmap: ColumnMap | None = None) -> pd.DataFrame:
@@ -88,11 +138,8 @@ def normalise(raw: pd.DataFrame, cmap: ColumnMap | None = None) -> pd.DataFrame:
         raise DataError(f"missing required columns: {names}")
     df = pd.DataFrame({f: raw[getattr(cmap, f)] for f in REQUIRED})
     df["event_time"] = _to_epoch_ms(df["event_time"])
-    amount = pd.to_numeric(df["amount"], errors="coerce")
-    if amount.isna().any():
-        raise DataError(f"{int(amount.isna().sum())} rows have a non-numeric amount")
-    df["amount"] = (amount * 100 if cmap.amount_unit == "major" else amount).round().astype(np.int64)
-    df["is_fraud"] = df["is_fraud"].astype(bool)
+    df["amount"] = parse_amounts(df["amount"], cmap.amount, cmap.amount_unit)
+    df["is_fraud"] = parse_labels(df["is_fraud"], cmap.is_fraud)
     for col in ("transaction_id", "customer_id", "terminal_id"):
         df[col] = df[col].astype(str)
     for f, default in OPTIONAL_DEFAULTS.items():

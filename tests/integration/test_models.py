@@ -113,7 +113,8 @@ def test_train_on_a_csv_with_only_the_required_columns(tmp_path: Path) -> None:
     )
     own["ts"] = (own["ts"] // 1000).astype("datetime64[s]").astype(str)  # ISO timestamps
     own["amt_eur"] = own["amt_eur"] / 100
-    data = tmp_path / "history.csv"
+    own["is_fraud"] = own["is_fraud"].map({True: "yes", False: "no"})  # a label spelling banks export
+    data = tmp_path / "history.csv.gz"  # compressed, as exports often are
     own.to_csv(data, index=False)
     out = tmp_path / "own-v1"
     result = CliRunner().invoke(
@@ -126,6 +127,23 @@ def test_train_on_a_csv_with_only_the_required_columns(tmp_path: Path) -> None:
                                       "--columns", "event_time=ts,amount=amt_eur,amount_unit=major"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "hybrid" in result.output and "xgboost" in result.output
+
+
+def test_train_refuses_labels_and_amounts_it_cannot_read_naming_column_and_value(tmp_path: Path) -> None:
+    tx = simulate(SMALL).transactions.head(50)
+    own = tx[["transaction_id", "event_time", "customer_id", "terminal_id", "amount", "is_fraud"]].copy()
+    own["is_fraud"] = "no"
+    own.loc[own.index[7], "is_fraud"] = "maybe"
+    data = tmp_path / "labels.csv"
+    own.to_csv(data, index=False)
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "never")])
+    assert result.exit_code == 1 and "column 'is_fraud'" in result.output and "'maybe'" in result.output, result.output
+    own["is_fraud"] = "no"
+    own["amount"] = own["amount"] / 100  # 57.16-style amounts without amount_unit
+    own.to_csv(data, index=False)
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "never")])
+    assert result.exit_code == 1 and "amount_unit=major" in result.output, result.output
+    assert not (tmp_path / "never").exists()
 
 
 def test_a_bad_deploy_never_stops_a_service_and_names_are_never_paths(saved: Path, tmp_path: Path) -> None:
