@@ -34,7 +34,8 @@ from models.units import DAY_MS
 class TrainConfig:
     seed: int = 0
     test_days: int = 14
-    delay_days: int = 7
+    delay_days: int = 7  # the label delay: terminal features read only days older than this
+    gap_days: int | None = None  # days between training and test (labels of the gap would leak); None: delay_days
     blend_share: float = 0.3  # share of train days for the MLPs (out-of-fold for XGBoost)
     approve_max_fraud_share: float = 0.05  # the approve band holds at most this share of frauds...
     band_max_share: float = 0.2  # ...unless the ambiguous band (stage 2's load) would pass this share of traffic
@@ -74,8 +75,13 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
     days = _days(tx)
     d0, d1 = int(days.min()), int(days.max())
     n_days = d1 - d0 + 1
-    if n_days < cfg.test_days + cfg.delay_days + 7:
-        raise DataError(f"{n_days} days of data: need at least {cfg.test_days + cfg.delay_days + 7}")
+    gap = cfg.delay_days if cfg.gap_days is None else cfg.gap_days
+    if cfg.test_days < 1 or gap < 0 or not 0.0 < cfg.blend_share < 1.0:
+        raise DataError(
+            f"split: test_days {cfg.test_days} (>= 1), gap_days {gap} (>= 0), blend_share {cfg.blend_share} (in (0, 1))"
+        )
+    if n_days < cfg.test_days + gap + 7:
+        raise DataError(f"{n_days} days of data: need at least {cfg.test_days + gap + 7} (test {cfg.test_days} + gap {gap} + 7)")
     y = tx["is_fraud"].to_numpy().astype(bool)
     if y.sum() < 20:
         raise DataError(f"only {int(y.sum())} frauds: need at least 20 to train")
@@ -86,7 +92,7 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
     feature_s = time.perf_counter() - t
 
     test_start = d1 - cfg.test_days + 1
-    train_end = test_start - cfg.delay_days  # exclusive: the gap lets test labels not leak
+    train_end = test_start - gap  # exclusive: the gap lets test labels not leak
     blend_start = d0 + int((train_end - d0) * (1 - cfg.blend_share))
     fit = days < blend_start
     blend = (days >= blend_start) & (days < train_end)
@@ -162,6 +168,19 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
         "timings_s": {"features": feature_s, "total": time.perf_counter() - started},
     }
     return TrainResult(booster, deep, mlp, thresholds, table, extra)
+
+
+def transaction_scores(tx: pd.DataFrame, x: np.ndarray, booster: Any, deep: HybridNet, th: Thresholds) -> pd.DataFrame:
+    """Per transaction: each model's score and the deployed cascade's route and outcome."""
+    margin = xgbm.margins(booster, x)
+    p = xgbm.sigmoid(margin)
+    hybrid = predict_proba(deep, x, margin, xgbm.leaves(booster, x))
+    routes, outcomes = cascade(p, hybrid, th)
+    out = tx[[c for c in ("transaction_id", "event_time", "customer_id", "is_fraud") if c in tx]].copy()
+    out["xgboost"], out["hybrid"] = p, hybrid
+    out["route"] = [Route(int(r)).name for r in routes]
+    out["decision"] = [Outcome(int(o)).name for o in outcomes]
+    return out
 
 
 def evaluate_scores(

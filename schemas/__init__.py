@@ -1,7 +1,9 @@
 """The Avro contracts of fraudstream and a tiny loader.
 
 Each schema has a fixed id used in the Confluent wire framing when no Schema
-Registry is configured. Ids are part of the contract: never reuse or renumber.
+Registry is configured. Ids are part of the contract: never reuse or renumber. A
+schema that evolves gets a new id; its earlier versions stay in `EARLIER`, read (as
+writers' schemas, resolved against the current one) and never written.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 BUNDLED: dict[str, tuple[str, int]] = {
     "Transaction": ("transaction.avsc", 1001),
     "ScoredTransaction": ("scored_transaction.avsc", 1002),
-    "Decision": ("decision.avsc", 1003),
+    "Decision": ("decision.avsc", 1005),
     "Label": ("label.avsc", 1004),
+}
+
+#: earlier schema id -> (name, file): records already on topics under that id
+EARLIER: dict[int, tuple[str, str]] = {
+    1003: ("Decision", "decision.v1.avsc"),
 }
 
 
@@ -54,6 +61,13 @@ def wire(name: str) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise TypeError(f"schema {name} did not parse to a record")
     return result
+
+
+@cache
+def earlier_wire(schema_id: int) -> dict[str, Any]:
+    """The `wire` form of an earlier schema version (see `EARLIER`)."""
+    _, file = EARLIER[schema_id]
+    return wire_of(json.loads((SCHEMA_DIR / file).read_text()))
 
 
 def wire_of(raw: dict[str, Any]) -> dict[str, Any]:

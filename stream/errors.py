@@ -14,6 +14,7 @@
     ├── OffsetsError           a partition's position cannot be trusted (committed offset lost,
     │                          or out of range): the stage stops rather than reprocess or skip
     ├── ConfigError            bad settings: fail at start, naming the key
+    ├── ReproductionError      an audit tool recomputed a published score and got another one
     ├── ArtifactError          a model version that is missing, corrupt or mismatched
     └── DataError              training / evaluation input that cannot be used
 
@@ -40,6 +41,7 @@ __all__ = [
     "FraudstreamError",
     "OffsetsError",
     "PoisonError",
+    "ReproductionError",
     "RewindError",
     "TransientError",
     "ValidationError",
@@ -101,3 +103,8 @@ class RewindError(FraudstreamError):
 
 class ConfigError(FraudstreamError):
     """Invalid settings; the message names the offending key."""
+
+
+class ReproductionError(FraudstreamError):
+    """An audit (explain, backtest) recomputed what was published and got something else:
+    its explanation would be of a state the decision never saw."""

@@ -94,6 +94,8 @@ class Decision:
     event_time: int
     decided_at: int
     latency_ms: float  # decided_at minus the input record's append time
+    features: tuple[float, ...] = ()  # what the scores were computed from; () when no state was read
+    feature_set_version: str = ""
 
     @classmethod
     def of(
@@ -111,8 +113,12 @@ class Decision:
         decided_ms: int,
         xgb_score: float | None = None,
         deep_score: float | None = None,
+        features: Sequence[float] = (),
+        feature_set_version: str = "",
     ) -> Decision:
-        """The decision on `tx`; at most four reasons (name, value, contribution) from `source`."""
+        """The decision on `tx`; at most four reasons (name, value, contribution) from `source`.
+        `features` (of `feature_set_version`) are what the scores were computed from: carried so
+        that an audit recomputes exactly what was decided."""
         return cls(
             transaction_id=tx["transaction_id"],
             customer_id=tx["customer_id"],
@@ -127,6 +133,8 @@ class Decision:
             event_time=int(tx["event_time"]),
             decided_at=decided_ms,
             latency_ms=float(max(decided_ms - ingest_ms, 0)),
+            features=tuple(features),
+            feature_set_version=feature_set_version if features else "",
         )
 
     def as_avro(self) -> dict[str, object]:
@@ -146,6 +154,8 @@ class Decision:
             "event_time": self.event_time,
             "decided_at": self.decided_at,
             "latency_ms": self.latency_ms,
+            "features": list(self.features),
+            "feature_set_version": self.feature_set_version,
         }
 
     @classmethod
@@ -164,6 +174,8 @@ class Decision:
             event_time=int(v["event_time"]),
             decided_at=int(v["decided_at"]),
             latency_ms=float(v["latency_ms"]),
+            features=tuple(v["features"]),
+            feature_set_version=v["feature_set_version"],
         )
 
 

@@ -7,6 +7,8 @@ COPY stream ./stream
 COPY models ./models
 COPY schemas ./schemas
 RUN pip install .
+# A fresh named volume mounted at /artifacts takes this directory's owner: writable by the user.
+RUN mkdir -p /artifacts && chown 65534:65534 /artifacts
 USER 65534
 ENTRYPOINT ["fraudstream"]
 CMD ["deep"]

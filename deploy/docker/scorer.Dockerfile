@@ -9,6 +9,8 @@ COPY schemas ./schemas
 # CPU-only torch keeps the image small; the scorer itself never touches torch at run time.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch \
  && pip install .
+# A fresh named volume mounted at /artifacts takes this directory's owner: writable by the user.
+RUN mkdir -p /artifacts && chown 65534:65534 /artifacts
 USER 65534
 ENTRYPOINT ["fraudstream"]
 CMD ["score"]

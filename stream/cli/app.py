@@ -7,7 +7,11 @@ one line and exits 1 (2 for a ConfigError, which means nothing was started).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
@@ -24,7 +28,9 @@ models_app = typer.Typer(help="Model versions.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered records: list, show, re-drive.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(dlq_app, name="dlq")
-console = Console()
+# Not on a terminal (a pipe, a log file, CI): no 80-column wrapping, so tables and error lines
+# stay whole and greppable; COLUMNS still wins when set.
+console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=240, soft_wrap=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file")]
 InstanceOpt = Annotated[str, typer.Option(help="stable instance id (part of the transactional id)")]
@@ -52,6 +58,20 @@ def command(on: typer.Typer, name: str | None = None) -> Callable[[Callable[P, R
         return guarded
 
     return register
+
+
+@contextmanager
+def progress(label: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on a terminal; elsewhere one timestamped line per step, so a long run in a pipe
+    or a CI log shows where it is."""
+    if console.is_terminal:
+        with console.status(label) as status:
+            yield status.update
+        return
+    started = time.monotonic()
+    console.print(f"{label}: started")
+    yield lambda message: console.print(f"{label} [{time.monotonic() - started:5.0f} s] {message}")
+    console.print(f"{label}: done in {time.monotonic() - started:.0f} s")
 
 
 def settings_from(config: Path | None) -> Settings:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +12,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from stream.cli.app import ConfigOpt, app, command, console, models_app, settings_from
+from models.errors import FraudstreamError
+from stream.cli.app import ConfigOpt, app, command, console, models_app, progress, settings_from
 
 
 @command(app)
@@ -19,7 +22,13 @@ def train(
     data: Annotated[Path | None, typer.Option(help="CSV/Parquet history; without it, simulate")] = None,
     labels: Annotated[Path | None, typer.Option(help="labels file (default: <data>.labels.parquet if present)")] = None,
     columns: Annotated[str, typer.Option(help="column mapping, e.g. 'event_time=ts,amount=amt'")] = "",
-    label_delay_days: Annotated[float, typer.Option(help="report delay when the history has no label times")] = 7.0,
+    label_delay_days: Annotated[
+        float,
+        typer.Option(help="days a fraud report takes: label times when the history has none, the feature delay and the gap"),
+    ] = 7.0,
+    test_days: Annotated[int, typer.Option(help="the last N days are the test period")] = 14,
+    gap_days: Annotated[int | None, typer.Option(help="days left out before the test period (default: the label delay)")] = None,
+    blend_share: Annotated[float, typer.Option(help="share of the training days the MLPs learn on")] = 0.3,
     seed: int = 0,
     days: Annotated[int, typer.Option(help="simulated days when no --data")] = 60,
     customers: int = 3000,
@@ -43,8 +52,13 @@ def train(
         lab = read_table(lab_file) if lab_file.exists() else labels_from_history(tx, label_delay_days)
         source = {"file": str(data)}
     version_dir = out or settings_from(config).model.dir / datetime.now(UTC).strftime("v%Y%m%d-%H%M%S")
-    with console.status("training") as status:
-        result = train_models(tx, lab, TrainConfig(seed=seed), progress=lambda m: status.update(m))
+    delay = max(1, math.ceil(label_delay_days))  # terminal risk reads whole days older than the delay
+    cfg = TrainConfig(
+        seed=seed, test_days=test_days, delay_days=delay, gap_days=gap_days if gap_days is not None else delay,
+        blend_share=blend_share,
+    )  # fmt: skip
+    with progress("training") as say:
+        result = train_models(tx, lab, cfg, progress=say)
     save_bundle(
         version_dir,
         result.booster,
@@ -56,6 +70,10 @@ def train(
     print_table(result.table)
     console.print(f"thresholds: {result.thresholds.to_dict()}")
     console.print(f"deployed cascade on test: {json.dumps({k: round(v, 4) for k, v in result.extra['cascade_test'].items()})}")
+    console.print(
+        f"split: test the last {cfg.test_days} days, gap {cfg.gap_days} days, MLPs on {cfg.blend_share:.0%} of the "
+        f"training days; feature delay {cfg.delay_days} days"
+    )
     console.print(f"saved {version_dir} in {result.extra['timings_s']['total']:.0f} s")
 
 
@@ -77,11 +95,12 @@ def evaluate(
     labels: Annotated[Path | None, typer.Option()] = None,
     columns: str = "",
     label_delay_days: float = 7.0,
+    out: Annotated[Path | None, typer.Option(help="also write each transaction's scores, route and decision (CSV)")] = None,
 ) -> None:
     """The evaluation table of a saved model on other data."""
     from models.artifacts import load_bundle
     from models.dataset import ColumnMap, labels_from_history, normalise, read_table
-    from models.training import compute_features, evaluate_scores
+    from models.training import compute_features, evaluate_scores, transaction_scores
 
     bundle = load_bundle(model)
     tx = normalise(read_table(data), ColumnMap.parse(columns) if columns else None)
@@ -90,6 +109,10 @@ def evaluate(
     x = compute_features(tx, lab, bundle.delay_days)
     table, cascade = evaluate_scores(tx, x, bundle.booster, bundle.net, bundle.mlp_only, bundle.thresholds, 0.01)
     print_table(table)
+    if out is not None:
+        scores = transaction_scores(tx, x, bundle.booster, bundle.net, bundle.thresholds)
+        scores.to_csv(out, index=False)
+        console.print(f"wrote {len(scores):,} transactions' scores to {out}")
     console.print(f"cascade: {json.dumps({k: round(v, 4) for k, v in cascade.items()})}")
 
 
@@ -118,9 +141,29 @@ def models_list(config: ConfigOpt = None) -> None:
 
 @command(models_app, "promote")
 def models_promote(version: str, config: ConfigOpt = None) -> None:
-    """Make VERSION (in `model.dir`) the one running services switch to between batches."""
-    from models.artifacts import promote
+    """Make VERSION (in `model.dir`) the one running services switch to between batches; shows
+    its test metrics against the version it replaces (each measured on its own test period)."""
+    from models.artifacts import CURRENT, MANIFEST, promote, version_path
 
     root = settings_from(config).model.dir
+    before = (root / CURRENT).read_text().strip() if (root / CURRENT).exists() else None
     promote(root, version)
-    console.print(f"promoted {version}")
+    console.print(f"promoted {version}" + (f" (was {before})" if before else ""))
+    manifests = {}
+    for v in {before, version} - {None}:
+        with contextlib.suppress(OSError, ValueError, FraudstreamError):  # the replaced one may be gone or damaged
+            manifests[v] = json.loads((version_path(root, str(v)) / MANIFEST).read_text())
+    if before and before != version and before in manifests and version in manifests:
+        t = Table(title=f"test metrics: {before} → {version}")
+        for c in ("model", "metric", before, version, "change"):
+            t.add_column(c, justify="right" if c not in ("model", "metric") else "left")
+        old, new = manifests[before].get("metrics", {}), manifests[version].get("metrics", {})
+        for model in ("xgboost", "hybrid"):
+            for metric in ("auc_roc", "average_precision", "card_precision_at_100", "recall_at_budget"):
+                a, b = old.get(model, {}).get(metric), new.get(model, {}).get(metric)
+                if a is None or b is None:
+                    continue
+                t.add_row(model, metric, f"{a:.4f}", f"{b:.4f}", f"{b - a:+.4f}")
+        console.print(t)
+        if manifests[before].get("data", {}).get("fingerprint") != manifests[version].get("data", {}).get("fingerprint"):
+            console.print("the two versions were trained and tested on different data: compare with a backtest")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.table import Table
@@ -89,21 +89,36 @@ def backtest(
     model: Annotated[str, typer.Option(help="model version to replay the window through")] = "latest",
     lookback_days: Annotated[float, typer.Option(help="feature warm-up before --from (record time)")] = 35.0,
     labels: Annotated[Path | None, typer.Option(help="labels file instead of the labels topic")] = None,
+    features: Annotated[
+        str, typer.Option(help="auto: live's published features where there are, else rebuilt; live; rebuilt")
+    ] = "auto",
     config: ConfigOpt = None,
 ) -> None:
     """What would MODEL have decided for a time range, how good is it, and how does it compare with live?"""
     from models.artifacts import load_bundle, resolve
+    from models.errors import ArtifactError
     from stream.ops import backtest as bt
     from stream.ops.report import live_scores_for, render
     from stream.ops.timerange import parse_time
 
+    if features not in ("auto", "live", "rebuilt"):
+        raise typer.BadParameter(f"--features must be auto, live or rebuilt, not {features!r}")
     settings = settings_from(config)
     t1, t2 = parse_time(start), parse_time(end) if end else int(time.time() * 1000)
     bundle = load_bundle(resolve(settings.model.dir, model))
     with console.status("backtest") as status:
         data = bt.load(settings.kafka, t1, t2, lookback_days, labels, progress=lambda m: status.update(m))
+        versions = sorted({d.model_version for d in data.live.values()})
+        deployed = None
+        if len(versions) == 1:
+            try:
+                deployed = load_bundle(resolve(settings.model.dir, versions[0])).thresholds
+            except ArtifactError:
+                deployed = None  # the deployed version is not in this model store: no line on the sweep
         status.update(f"scoring {len(data.window):,} transactions after {len(data.history):,} of warm-up")
-        result = bt.run(bundle, data, pad_sizes=settings.deep.pad_sizes)
+        result = bt.run(
+            bundle, data, pad_sizes=settings.deep.pad_sizes, features=cast(bt.FeatureSource, features), deployed=deployed
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
     (out / "report.html").write_text(render(result, live_scores_for(result, data.live), f"Backtest of {bundle.version}"))
@@ -113,8 +128,16 @@ def backtest(
         f"AP {m['candidate']['detection'].get('average_precision', float('nan')):.4f}, "
         f"caught {m['candidate']['fraud_caught']:.1%}"
     )
+    f = m["features"]
+    console.print(
+        f"features: {f['scored_on_live_features']:,} as live published them, {f['scored_on_rebuilt_features']:,} rebuilt "
+        f"after {m['range']['warm_up_transactions']:,} transactions of warm-up; "
+        f"labels mature for {m['labels']['mature_share']:.1%} of the window"
+    )
     if "comparison" in m:
         console.print(f"same decision as live: {m['comparison']['same_decision']:.2%} of {m['live']['decisions_found']:,}")
+    for w in m["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}")
     console.print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
 
 
@@ -149,9 +172,10 @@ def explain(
     html_out: Annotated[Path | None, typer.Option("--html", help="write the audit view as HTML")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Exact explanations of one decision: TreeSHAP (XGBoost) and integrated gradients (MLP)."""
+    """Exact explanations of one decision from the features it carries: TreeSHAP (XGBoost) and
+    integrated gradients (MLP); exits 1 when a published score is not reproduced."""
     from stream.ops.explain import explain as run_explain
-    from stream.ops.explain import to_html
+    from stream.ops.explain import require_reproduced, to_html
     from stream.ops.timerange import parse_time
 
     settings = settings_from(config)
@@ -160,6 +184,10 @@ def explain(
     )
     d = e.decision
     console.print(f"{transaction_id}: {d.outcome.name} via {d.route.name} (model {d.model_version}, score {d.score:.4f})")
+    console.print(f"features {e.source}")
+    for check in e.checks:
+        mark = "[green]same[/green]" if check.ok else "[red]DIFFERS[/red]"
+        console.print(f"{check.name}: published {check.published:.6f}, recomputed {check.recomputed:.6f} {mark}")
     t = Table()
     for c in ("feature", "value", "XGBoost (TreeSHAP)", "MLP (integrated gradients)"):
         t.add_column(c)
@@ -169,8 +197,11 @@ def explain(
     console.print(f"XGBoost: bias {e.xgb.base:+.4f} + contributions = margin {e.xgb.output:+.4f}")
     if e.deep:
         console.print(f"MLP: baseline {e.deep.base:+.4f} + attributions = logit {e.deep.output:+.4f}")
+    for w in e.warnings():
+        console.print(f"[yellow]warning:[/yellow] {w}")
     if html_out:
         html_out.write_text(to_html(e))
+    require_reproduced(e)
 
 
 @command(app)
@@ -180,25 +211,23 @@ def shadow(
     instance: Annotated[str, typer.Option()] = "0",
     exit_when_idle: Annotated[float | None, typer.Option()] = None,
 ) -> None:
-    """A candidate scores live traffic into the shadow topic; real decisions are untouched."""
+    """A candidate decides what live decided, on the features live scored, into the shadow topic;
+    real decisions and the live Redis state are untouched."""
     from models.artifacts import load_bundle, resolve
     from stream.kafka.lifecycle import StopFlag
     from stream.kafka.loop import StageLoop
     from stream.kafka.schema_registry import codec_for
-    from stream.services import feature_store
     from stream.stages.shadow import ShadowScorer
 
     settings = settings_from(config)
     bundle = load_bundle(resolve(settings.model.dir, model))
-    store = feature_store(settings, bundle.delay_days)
-    store.ns = f"{settings.redis.namespace}-shadow-{bundle.version}"  # its own state: never the live keys
-    scorer = ShadowScorer(codec_for(settings.kafka), store, bundle, settings.kafka.topics, settings.deep.pad_sizes)
+    scorer = ShadowScorer(codec_for(settings.kafka), bundle, settings.kafka.topics, settings.deep.pad_sizes)
     group = f"fraudstream-shadow-{bundle.version}"
     loop = StageLoop(
         "shadow",
         settings.kafka,
         group,
-        settings.kafka.topics.transactions,
+        settings.kafka.topics.decisions,
         f"{group}-{instance}",
         settings.scorer.batch,
         scorer.process,

@@ -45,10 +45,11 @@ class SchemaIds(Protocol):
 
 
 class BundledIds:
-    """The fixed ids shipped with `schemas/`."""
+    """The fixed ids shipped with `schemas/`, earlier versions included."""
 
     def __init__(self) -> None:
         self._by_id = {schemas.fixed_id(name): name for name in schemas.BUNDLED}
+        self._by_id |= {schema_id: name for schema_id, (name, _) in schemas.EARLIER.items()}
 
     def id_for(self, name: str) -> int:
         return schemas.fixed_id(name)
@@ -59,6 +60,8 @@ class BundledIds:
             raise DecodeError(f"unknown schema id {schema_id}")
         if found != name:
             raise DecodeError(f"schema id {schema_id} is {found}, expected {name}")
+        if schema_id in schemas.EARLIER:
+            return schemas.earlier_wire(schema_id)
         return schemas.wire(name)
 
 

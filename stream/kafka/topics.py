@@ -13,6 +13,9 @@ from confluent_kafka.cimpl import NewTopic
 from stream.config import KafkaSettings
 from stream.errors import BrokerError
 
+#: what to do about an unreachable broker, said once at the end of the error
+UNREACHABLE_HINT = "is it running? `make up` starts the local one; `kafka.bootstrap` says where to look"
+
 
 def ensure_topics(
     kafka: KafkaSettings, names: Iterable[str], partitions: int | None = None, ready_s: float = 30.0, connect_s: float = 15.0
@@ -41,7 +44,7 @@ def ensure_topics(
         admin.poll(0)
         if refused:
             raise BrokerError(f"the broker at {kafka.bootstrap} refused the connection: {refused[-1]}") from exc
-        raise BrokerError(f"cannot reach the broker at {kafka.bootstrap}: {exc.args[0].str()}") from exc
+        raise BrokerError(f"cannot reach the broker at {kafka.bootstrap} ({UNREACHABLE_HINT}): {exc.args[0].str()}") from exc
     missing = [n for n in wanted if n not in existing]
     if missing:
         futures = admin.create_topics(
@@ -65,7 +68,7 @@ def topic_exists(kafka: KafkaSettings, name: str) -> bool:
     try:
         return name in AdminClient(kafka.admin_config()).list_topics(timeout=10).topics
     except KafkaException as exc:
-        raise BrokerError(f"cannot reach the broker at {kafka.bootstrap}: {exc.args[0].str()}") from exc
+        raise BrokerError(f"cannot reach the broker at {kafka.bootstrap} ({UNREACHABLE_HINT}): {exc.args[0].str()}") from exc
 
 
 # Errors that no amount of waiting turns into a served partition.

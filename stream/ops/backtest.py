@@ -1,10 +1,22 @@
 """Backtests: what would a model have decided for a time range, and how good was it?
 
 Reads the range from the topics themselves (`offsets_for_times` on record
-timestamps), warms feature state from a look-back before the range in memory — an
+timestamps), rebuilds feature state from a look-back before the range in memory — an
 isolated namespace by construction, live Redis is never touched — scores the
 window in event order with the same pieces as the live stages, joins labels, and
 compares with the decisions actually published for the same transactions.
+
+Features: a published decision carries the vector it was scored on, so by default
+(`features="auto"`) a transaction live decided is scored on exactly what live saw,
+and the rebuild is used only where no usable vector was published; the report says
+how many rows came from each and how often the rebuild agrees with live. State live
+had that the topic's look-back does not (a warm-up, a backfill) shows up there
+instead of silently changing the numbers. `features="rebuilt"` scores the rebuild
+only (a candidate evaluated as if deployed from scratch).
+
+The report's `warnings` name what makes its numbers unreliable: no warm-up, a rebuild
+that disagrees with live, labels not yet mature for the window, no fraud labels, live
+decisions missing or taken in degraded mode (those a model cannot reproduce).
 """
 
 from __future__ import annotations
@@ -13,26 +25,29 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from models.artifacts import ModelBundle
 from models.dataset import read_table
-from models.decision import OUTCOME_NAMES, ROUTE_NAMES
+from models.decision import OUTCOME_NAMES, ROUTE_NAMES, Thresholds
 from models.evaluation import detection_metrics
 from models.features import FeatureEngine, OfflineFeatures
+from models.featureset import FEATURE_SET_VERSION
 from models.units import DAY_MS
 from stream.config import DeepSettings, KafkaSettings
-from stream.errors import PoisonError
+from stream.errors import ConfigError, PoisonError
 from stream.kafka.schema_registry import codec_for
+from stream.ops.provenance import DEGRADED_ROUTES, carried_features, provenance, warnings
 from stream.ops.timerange import read_range
 from stream.records import Decision
 from stream.stages.inline import Scored, score_both
 from stream.stages.runtime import DeviceRunner
 
 SWEEP = np.round(np.linspace(0.0, 1.0, 41), 3)
+FeatureSource = Literal["auto", "live", "rebuilt"]
 
 
 @dataclass
@@ -44,6 +59,9 @@ class BacktestData:
     labels: list[dict[str, Any]]  # fraud labels (transaction_id, terminal_id, event_time, label_time, is_fraud)
     live: dict[str, Decision] = field(default_factory=dict)  # transaction id -> published decision
     unreadable: int = 0
+    start_ms: int | None = None  # the window, in record time, when read from Kafka
+    end_ms: int | None = None
+    lookback_days: float | None = None
 
 
 def _event_order(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,32 +107,51 @@ def load(
         d = codec.decode_decision(m.value())
         if d.transaction_id in ids:
             live[d.transaction_id] = d
-    return BacktestData(history, window, labels, live, bad)
+    return BacktestData(history, window, labels, live, bad, start_ms, end_ms, lookback_days)
 
 
 @dataclass(frozen=True)
 class BacktestResult:
     events: list[dict[str, Any]]
-    features: np.ndarray  # (n, F) float32
+    features: np.ndarray  # (n, F) float32: what each row was scored on
     scored: Scored
     y: np.ndarray  # (n,) bool
     metrics: dict[str, Any]
+    rebuilt: np.ndarray | None = None  # (n, F) the features rebuilt from the topic
+    carried: np.ndarray | None = None  # (n,) bool: rows scored on the features live published
 
 
 def run(
-    bundle: ModelBundle, data: BacktestData, review_budget: float = 0.01, pad_sizes: tuple[int, ...] = DeepSettings().pad_sizes
+    bundle: ModelBundle,
+    data: BacktestData,
+    review_budget: float = 0.01,
+    pad_sizes: tuple[int, ...] = DeepSettings().pad_sizes,
+    features: FeatureSource = "auto",
+    deployed: Thresholds | None = None,
 ) -> BacktestResult:
-    """Score the window offline and measure it; deterministic for the same data and model."""
+    """Score the window offline and measure it; deterministic for the same data and model.
+    `deployed`: the live version's thresholds, drawn on the sweep beside the candidate's."""
     delay = bundle.delay_days
     history, window = _event_order(data.history), _event_order(data.window)
     labels = sorted((lab for lab in data.labels if lab.get("is_fraud")), key=lambda lab: lab["label_time"])
-    features = OfflineFeatures(FeatureEngine(delay))
-    x = features.run([*history, *window], labels)[len(history) :]
+    rebuilt = OfflineFeatures(FeatureEngine(delay)).run([*history, *window], labels)[len(history) :]
+    carried, have = carried_features(window, data.live)
+    if features == "live" and not have.all():
+        raise ConfigError(
+            f"features: live — {int((~have).sum())} of {len(window)} window transactions have no published "
+            f"feature vector of set {FEATURE_SET_VERSION!r}; use auto or rebuilt"
+        )
+    use = have if features != "rebuilt" else np.zeros(len(window), dtype=bool)
+    x = rebuilt.copy()
+    x[use] = carried[use]
     runner = DeviceRunner(bundle.net, torch.device("cpu"), pad_sizes, 1.0)
     scored = score_both(bundle, runner, x)
     frauds = {lab["transaction_id"] for lab in labels}
     y = np.array([e["transaction_id"] in frauds for e in window], dtype=bool)
-    return BacktestResult(window, x, scored, y, measure(window, scored, y, data, bundle, review_budget))
+    metrics = measure(window, scored, y, data, bundle, review_budget)
+    metrics |= provenance(window, data, bundle, rebuilt, carried, have, use, deployed)
+    metrics["warnings"] = warnings(metrics)
+    return BacktestResult(window, x, scored, y, metrics, rebuilt, use)
 
 
 def _counts(routes: Sequence[str], outcomes: Sequence[str]) -> dict[str, int]:
@@ -166,9 +203,11 @@ def measure(
         same = np.array([d.outcome.name == outcomes[i] for i, d in enumerate(live) if d is not None])
         score_diff = np.abs(live_score - scored.score[have])
         confusion = Counter((d.outcome.name, outcomes[i]) for i, d in enumerate(live) if d is not None)
+        degraded = np.array([d.route.name in DEGRADED_ROUTES for d in lv], dtype=bool)
         out["live"] = {
             "decisions_found": int(have.sum()),
             "missing": int((~have).sum()),
+            "degraded": int(degraded.sum()),
             "model_versions": sorted({d.model_version for d in lv}),
             "detection": detection_metrics(y[have], live_score, et[have], cust[have], budget),
             "decisions": _counts([d.route.name for d in lv], [d.outcome.name for d in lv]),
@@ -181,6 +220,7 @@ def measure(
         }
         out["comparison"] = {
             "same_decision": float(same.mean()),
+            "same_decision_normal": float(same[~degraded].mean()) if (~degraded).any() else None,
             "max_score_difference": float(score_diff.max()),
             "confusion_live_vs_candidate": {f"{a}->{b}": n for (a, b), n in sorted(confusion.items())},
         }

@@ -2,23 +2,28 @@
 
 Trains a model if none exists, warms a fresh Redis namespace with the simulated
 history, starts the scorer, the deep worker and the label consumer as processes,
-streams the last simulated day at the chosen rate with labels following, shows
-throughput, latency and decisions live, and ends with detection metrics.
+streams the last simulated days (as many as `--seconds` at `--rate` needs, said when the
+simulation holds fewer) with labels following, shows throughput, latency to a
+read_committed consumer after a warm-up and a per-second trend (`stream.ops.liveview`),
+and ends with detection metrics. The run's topics and keys stay for `explain` and
+`backtest`; Ctrl-C prints the summary so far and deletes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Consumer
+import pandas as pd
+from confluent_kafka import Consumer, KafkaException
+from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -33,8 +38,12 @@ from stream.config import Settings, load_settings
 from stream.kafka.schema_registry import codec_for
 from stream.kafka.topics import ensure_topics, pipeline_topics
 from stream.ops.feed import produce_stream
+from stream.ops.liveview import LiveStats
 from stream.state.connection import redis_client
 from stream.state.featurestore import RedisFeatureStore
+
+WARM_UP_S = 5.0  # traffic before timing starts
+MAX_LIVE_DAYS = 20  # of the 60 simulated; the rest is history
 
 
 def ensure_model(settings: Settings, console: Console) -> None:
@@ -49,22 +58,6 @@ def ensure_model(settings: Settings, console: Console) -> None:
         root / "v1", result.booster, result.deep, result.mlp_only, result.thresholds, {"metrics": result.table, **result.extra}
     )
     promote(root, "v1")
-
-
-def _view(counts: Counter[tuple[str, str]], lat: list[float], sent: int, started: float, total: int) -> Table:
-    elapsed = max(time.monotonic() - started, 1e-6)
-    n = sum(counts.values())
-    t = Table(title=f"fraudstream demo — {n:,}/{total:,} decided, {n / elapsed:,.0f} decisions/s, {sent:,} sent")
-    t.add_column("route")
-    for o in ("APPROVE", "REVIEW", "BLOCK"):
-        t.add_column(o, justify="right")
-    for r in ("XGB_APPROVE", "XGB_BLOCK", "DEEP", "XGB_FALLBACK", "RULES", "SAFE_DEFAULT"):
-        if any(k[0] == r for k in counts):
-            t.add_row(r, *(f"{counts[(r, o)]:,}" for o in ("APPROVE", "REVIEW", "BLOCK")))
-    if lat:
-        recent = np.array(lat[-5000:])
-        t.caption = f"latency (last 5k): p50 {np.percentile(recent, 50):.0f} ms · p99 {np.percentile(recent, 99):.0f} ms"
-    return t
 
 
 def _wait_until_ready(score_log: Path, deep_log: Path, procs: list[subprocess.Popen[bytes]], timeout_s: float = 90.0) -> None:
@@ -82,35 +75,73 @@ def _wait_until_ready(score_log: Path, deep_log: Path, procs: list[subprocess.Po
         time.sleep(0.25)
 
 
+def _live_days(tx: pd.DataFrame, wanted: int) -> tuple[int, int]:
+    """(cut, days): stream the last `days` simulated days, enough for `wanted` transactions
+    while 35 days stay behind as history; `cut` is the last historical event time."""
+    end = int(tx["event_time"].max())
+    for days in range(1, MAX_LIVE_DAYS + 1):
+        cut = end - days * DAY_MS
+        if int((tx["event_time"] > cut).sum()) >= wanted:
+            break
+    return cut, days
+
+
+def cleanup(settings: Settings, topics: list[str], groups: list[str]) -> tuple[int, int]:
+    """Delete a demo run's topics, consumer groups and Redis keys; (topics, keys) deleted."""
+    admin = AdminClient(settings.kafka.admin_config())
+    deleted = 0
+    for fut in admin.delete_topics(topics, operation_timeout=15).values():
+        try:
+            fut.result()
+            deleted += 1
+        except KafkaException:
+            pass  # already gone
+    for fut in admin.delete_consumer_groups(groups, request_timeout=15).values():
+        with contextlib.suppress(KafkaException):  # a group never created (nothing committed yet)
+            fut.result()
+    client = redis_client(settings.redis)
+    keys = 0
+    ns = settings.redis.namespace
+    for pattern in (f"fs:{ns}:*", f"hb:{ns}:*", f"pm:{ns}:*"):
+        batch = list(client.scan_iter(match=pattern, count=1000))
+        for i in range(0, len(batch), 500):
+            keys += int(client.delete(*batch[i : i + 500]) or 0)
+    client.close()
+    return deleted, keys
+
+
 def run_demo(settings: Settings, config: Path | None, rate: float, seconds: float, console: Console) -> int:
-    """Run the demo; returns the exit code."""
+    """Run the demo; returns the exit code (130 after Ctrl-C, which also cleans up)."""
     ensure_model(settings, console)
     bundle = load_bundle(resolve(settings.model.dir, settings.model.version), deep=False)
     version = bundle.version
     run_id = time.strftime("%Y%m%d%H%M%S")
-    flow = (
-        "{"
-        + ", ".join(f"{k}: demo.{run_id}.{k}" for k in ("transactions", "ambiguous", "decisions", "labels", "dlq", "shadow"))
-        + "}"
-    )
+    flow = {k: f"demo.{run_id}.{k}" for k in ("transactions", "ambiguous", "decisions", "labels", "dlq", "shadow")}
+    groups = [f"demo-{run_id}-{kind}" for kind in ("scorer", "deep", "labels", "view")]
     env = {
         **os.environ,
-        "FRAUDSTREAM_KAFKA__TOPICS": flow,
+        "FRAUDSTREAM_KAFKA__TOPICS": "{" + ", ".join(f"{k}: {v}" for k, v in flow.items()) + "}",
         "FRAUDSTREAM_REDIS__NAMESPACE": f"demo-{run_id}",
         "FRAUDSTREAM_MODEL__DIR": str(settings.model.dir),
         "FRAUDSTREAM_MODEL__VERSION": version,
-        "FRAUDSTREAM_SCORER__GROUP_ID": f"demo-{run_id}-scorer",
-        "FRAUDSTREAM_DEEP__GROUP_ID": f"demo-{run_id}-deep",
-        "FRAUDSTREAM_LABELS__GROUP_ID": f"demo-{run_id}-labels",
+        "FRAUDSTREAM_SCORER__GROUP_ID": groups[0],
+        "FRAUDSTREAM_DEEP__GROUP_ID": groups[1],
+        "FRAUDSTREAM_LABELS__GROUP_ID": groups[2],
     }
     run_settings = load_settings(config, env)
     ensure_topics(run_settings.kafka, pipeline_topics(run_settings.kafka))
 
     sim = simulate(SimConfig(seed=0))
     tx = sim.transactions
-    cut = int(tx["event_time"].max()) - DAY_MS
+    wanted = int(rate * (seconds + WARM_UP_S))
+    cut, days = _live_days(tx, wanted)
     history, live = tx[tx["event_time"] <= cut], tx[tx["event_time"] > cut]
-    live = live.iloc[: int(rate * seconds)]
+    live = live.iloc[:wanted]
+    if len(live) < wanted:
+        console.print(
+            f"[yellow]the last {days} simulated days hold {len(live):,} transactions: streaming them all "
+            f"({len(live) / rate:.0f} s at {rate:.0f}/s, not {seconds + WARM_UP_S:.0f} s)[/yellow]"
+        )
     with console.status(f"warming feature state from {len(history):,} historical transactions"):
         offline = OfflineFeatures(FeatureEngine(bundle.delay_days))
         offline.run(to_events(history), to_label_events(sim.labels[sim.labels["label_time"] <= cut]))
@@ -126,55 +157,76 @@ def run_demo(settings: Settings, config: Path | None, rate: float, seconds: floa
             procs.append(subprocess.Popen([sys.executable, "-m", "stream", kind], env=env, stdout=log, stderr=log))  # noqa: S603
     with console.status("waiting for the services to join their groups and the scorer to see the deep worker"):
         _wait_until_ready(logs / "score.log", logs / "deep.log", procs)
-    console.print(f"services started (logs in {logs}/); model {version}; streaming {len(live):,} transactions at {rate:.0f}/s")
+    console.print(
+        f"services started (logs in {logs}/); model {version}; streaming {len(live):,} transactions at {rate:.0f}/s, "
+        f"latency timed after the first {WARM_UP_S:.0f} s; Ctrl-C stops, summarises and cleans up"
+    )
 
     events = to_events(live)
     labels = to_label_events(sim.labels[sim.labels["label_time"] > cut])
     sent = [0]
+    stopping = threading.Event()
     feeder = threading.Thread(
         target=produce_stream,
         args=(run_settings.kafka, events, rate, labels),
-        kwargs={"on_progress": lambda n: sent.__setitem__(0, n)},
+        kwargs={"on_progress": lambda n: sent.__setitem__(0, n), "stop": stopping.is_set},
     )
     codec = codec_for(run_settings.kafka)
-    consumer = Consumer(run_settings.kafka.consumer_config(f"demo-{run_id}-view"))
+    consumer = Consumer(run_settings.kafka.consumer_config(groups[3]))
     consumer.subscribe([run_settings.kafka.topics.decisions])
-    counts: Counter[tuple[str, str]] = Counter()
-    latencies: list[float] = []
+    stats = LiveStats(WARM_UP_S)
     decided: dict[str, str] = {}
     started = time.monotonic()
     feeder.start()
-    deadline = started + seconds + 120
+    deadline = started + len(events) / rate + 120
+    interrupted = False
     try:
-        with Live(_view(counts, latencies, 0, started, len(events)), console=console, refresh_per_second=4) as live_view:
+        with Live(stats.table(0, len(events)), console=console, refresh_per_second=4) as live_view:
             while len(decided) < len(events) and time.monotonic() < deadline:
                 batch = codec.decode_messages("Decision", [m for m in consumer.consume(1000, 0.25) if m.error() is None])
                 for d in batch.oks:
                     v = d.value
                     decided[v["transaction_id"]] = v["decision"]
-                    counts[(v["route"], v["decision"])] += 1
-                    latencies.append(v["latency_ms"])
-                live_view.update(_view(counts, latencies, sent[0], started, len(events)))
+                    stats.add(v["route"], v["decision"], v["decided_at"], v["latency_ms"])
+                live_view.update(stats.table(sent[0], len(events)))
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("[yellow]interrupted: stopping the feed and the services[/yellow]")
     finally:
+        stopping.set()
         feeder.join()
         consumer.close()
         for p in procs:
             p.send_signal(signal.SIGTERM)
         codes = [p.wait(60) for p in procs]
+    console.print(_summary(live, decided, stats, sent[0] if interrupted else len(events), time.monotonic() - started, codes))
+    if interrupted:
+        n_topics, n_keys = cleanup(run_settings, list(flow.values()), groups)
+        console.print(f"cleaned up: {n_topics} topics, {n_keys:,} Redis keys of namespace {run_settings.redis.namespace}")
+        return 130
+    complete = len(decided) == len(events)
+    if not complete:
+        console.print(f"[red]{len(events) - len(decided)} transactions without a decision before the deadline[/red]")
+    return 0 if complete and all(c == 0 for c in codes) else 1
 
-    y = live["is_fraud"].to_numpy()
-    ids = live["transaction_id"].to_numpy()
-    flagged = np.array([decided.get(i, "MISSING") in ("REVIEW", "BLOCK") for i in ids])
-    blocked = np.array([decided.get(i) == "BLOCK" for i in ids])
-    lat = np.array(latencies) if latencies else np.zeros(1)
+
+def _summary(live: pd.DataFrame, decided: dict[str, str], stats: LiveStats, sent: int, elapsed: float, codes: list[int]) -> Table:
+    ids = live["transaction_id"].to_numpy()[:sent]
+    y = live["is_fraud"].to_numpy()[:sent]
+    flagged = np.array([decided.get(i, "MISSING") in ("REVIEW", "BLOCK") for i in ids], dtype=bool)
+    blocked = np.array([decided.get(i) == "BLOCK" for i in ids], dtype=bool)
+    p = stats.percentiles()
     summary = Table(title="summary")
     summary.add_column("measure")
     summary.add_column("value", justify="right")
     rows = [
-        ("transactions sent", f"{len(events):,}"),
+        ("transactions sent", f"{sent:,}"),
         ("decisions received (one per transaction)", f"{len(decided):,}"),
-        ("throughput", f"{len(decided) / max(time.monotonic() - started, 1e-6):,.0f} decisions/s"),
-        ("latency p50 / p99 / max", f"{np.percentile(lat, 50):.0f} / {np.percentile(lat, 99):.0f} / {lat.max():.0f} ms"),
+        ("throughput", f"{len(decided) / max(elapsed, 1e-6):,.0f} decisions/s"),
+        (
+            f"latency to a read_committed consumer, after {WARM_UP_S:.0f} s: p50 / p99 / max",
+            "-" if p is None else f"{p[0]:.0f} / {p[1]:.0f} / {p[2]:.0f} ms",
+        ),
         ("frauds in the stream", f"{int(y.sum())}"),
         ("frauds caught (REVIEW or BLOCK)", f"{int((y & flagged).sum())} ({(y & flagged).sum() / max(y.sum(), 1):.1%})"),
         ("BLOCK precision", f"{(y & blocked).sum() / max(blocked.sum(), 1):.1%} of {int(blocked.sum())}"),
@@ -183,8 +235,4 @@ def run_demo(settings: Settings, config: Path | None, rate: float, seconds: floa
     ]
     for measure, value in rows:
         summary.add_row(measure, value)
-    console.print(summary)
-    complete = len(decided) == len(events)
-    if not complete:
-        console.print(f"[red]{len(events) - len(decided)} transactions without a decision before the deadline[/red]")
-    return 0 if complete and all(c == 0 for c in codes) else 1
+    return summary

@@ -6,6 +6,8 @@ import base64
 import html
 import io
 import json
+import time
+from typing import Any
 
 import matplotlib
 
@@ -76,6 +78,13 @@ def figures(result: BacktestResult, live_scores: np.ndarray | None) -> dict[str,
     ax.plot(sw["threshold"], sw["flagged_share"], label="share flagged (review/block)")
     ax.plot(sw["threshold"], sw["fraud_caught"], label="frauds caught")
     ax.plot(sw["threshold"], sw["amount_saved"], label="fraud amount saved")
+    for who, style in (("candidate", "--"), ("deployed", ":")):
+        th = result.metrics.get("thresholds", {}).get(who)
+        if th:
+            ax.axvline(
+                th["review_above"], linestyle=style, color="tab:red", label=f"{who}: review above {th['review_above']:.3f}"
+            )
+            ax.axvline(th["block_above"], linestyle=style, color="black", label=f"{who}: block above {th['block_above']:.3f}")
     ax.set(xlabel="threshold on the decision score", ylabel="share", title="Threshold sweep")
     ax.legend(fontsize=7)
     out["sweep"] = _png(fig)
@@ -120,18 +129,53 @@ def render(result: BacktestResult, live_scores: np.ndarray | None, title: str) -
             "latency_ms": {k: v for k, v in summary["live"]["latency_ms"].items() if k != "values"}
         }
     summary["candidate"] = {k: v for k, v in summary["candidate"].items() if k != "sweep"}
+    warnings = summary.pop("warnings", [])
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}figure{display:inline-block;margin:1em}"
-        "pre{background:#f4f4f4;padding:1em;font-size:12px}</style></head><body>",
+        "pre{background:#f4f4f4;padding:1em;font-size:12px}.warn{color:#a00}"
+        "table{border-collapse:collapse}td{border:1px solid #bbb;padding:2px 8px}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        _provenance(result.metrics),
+        f"<ul id='warnings' class='warn'>{''.join(f'<li>{html.escape(w)}</li>' for w in warnings)}</ul>"
+        if warnings
+        else "<p id='warnings'>No warnings: warm-up, features, labels and live decisions all look complete.</p>",
         f"<pre id='summary'>{html.escape(json.dumps(summary, indent=2))}</pre>",
     ]
     for name in PLOTS:
         parts.append(f"<figure id='{name}'><img alt='{name}' src='data:image/png;base64,{figs[name]}'></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + " UTC"
+
+
+def _provenance(m: dict[str, Any]) -> str:
+    """The table a reader checks before trusting the numbers."""
+    rng, f, lab = m.get("range", {}), m.get("features", {}), m.get("labels", {})
+    live = m.get("live", {})
+    comp = m.get("comparison", {})
+    rows = [
+        ("window (record time)", f"{_when(rng.get('from_ms'))} → {_when(rng.get('to_ms'))}"),
+        ("events in the window", f"{m['window']['transactions']:,} ({_when(rng.get('first_event_time'))} → "
+         f"{_when(rng.get('last_event_time'))} event time)"),
+        ("warm-up", f"{rng.get('warm_up_transactions', 0):,} transactions over {rng.get('lookback_days')} days"),
+        ("features", f"{f.get('scored_on_live_features', 0):,} rows on live's published features, "
+         f"{f.get('scored_on_rebuilt_features', 0):,} rebuilt from the topic"),
+        ("rebuild = live", "-" if f.get("rebuilt_equals_live") is None else f"{f['rebuilt_equals_live']:.2%}"),
+        ("labels", f"{lab.get('window_frauds_labelled', 0):,} frauds labelled in the window; "
+         f"mature for {lab.get('mature_share', 0.0):.1%} (label delay {lab.get('label_delay_days')} days)"),
+        ("live decisions", f"{live.get('decisions_found', 0):,} found, {live.get('missing', 0):,} missing, "
+         f"{live.get('degraded', 0):,} degraded"),
+        ("same decision as live", "-" if "same_decision" not in comp else f"{comp['same_decision']:.2%}"),
+    ]  # fmt: skip
+    cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table id='provenance'>{cells}</table>"
 
 
 def live_scores_for(result: BacktestResult, live: dict[str, Decision]) -> np.ndarray | None:

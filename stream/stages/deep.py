@@ -99,6 +99,8 @@ class DeepWorker:
                 arm=r.arm,
                 ingest_ms=r.ingest_time,
                 decided_ms=decided,
+                features=r.features,
+                feature_set_version=r.feature_set_version,
             )
             for r, o in zip(group, outcomes.tolist(), strict=True)
         ]
@@ -133,6 +135,8 @@ class DeepWorker:
                 arm=r.arm,
                 ingest_ms=r.ingest_time,
                 decided_ms=decided,
+                features=r.features,
+                feature_set_version=r.feature_set_version,
             )
             for i, r in enumerate(group)
         ]

@@ -208,6 +208,8 @@ class Scorer:
                 arm=arm.name,
                 ingest_ms=d.source.timestamp_ms,
                 decided_ms=b.decided_at,
+                features=x[j].tolist(),
+                feature_set_version=FEATURE_SET_VERSION,
             )
             self._emit(b, i, decision)
         return Level.NORMAL if deep_ok else Level.XGB_FALLBACK
@@ -220,6 +222,7 @@ class Scorer:
         safe = Outcome[self.fallback.safe_default]
         usable = self.models.usable
         version = arm.model_version or (usable.version if usable is not None else self.models.requested)
+        xs = x[rows].tolist() if x is not None else [[] for _ in range(rows.size)]
         for j, i in enumerate(rows.tolist()):
             tx, d = b.events[i], b.decoded[i]
             if outcomes[j] < 0:
@@ -237,6 +240,8 @@ class Scorer:
                 arm=arm.name,
                 ingest_ms=d.source.timestamp_ms,
                 decided_ms=b.decided_at,
+                features=xs[j],
+                feature_set_version=FEATURE_SET_VERSION,
             )
             self._emit(b, i, decision)
         return Level.SAFE_DEFAULT if (outcomes < 0).any() else Level.RULES

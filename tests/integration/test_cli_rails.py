@@ -50,3 +50,25 @@ def test_run_gives_each_service_its_own_metrics_port() -> None:
     ports = [service_env(s, None, {"FRAUDSTREAM_METRICS__PORT": "29100"})["FRAUDSTREAM_METRICS__PORT"] for s in SERVICES]
     assert ports == ["29100", "29101", "29102"]
     assert "FRAUDSTREAM_METRICS__PORT" not in service_env("deep", None, {})
+
+
+def test_an_interrupted_demo_leaves_no_topic_group_or_key_behind(infra: LocalInfra, uid: str) -> None:
+    import redis
+
+    from stream.kafka.topics import ensure_topics
+    from stream.ops.demo import cleanup
+
+    env = {"FRAUDSTREAM_KAFKA__BOOTSTRAP": infra.bootstrap, "FRAUDSTREAM_REDIS__URL": infra.redis_url,
+           "FRAUDSTREAM_REDIS__NAMESPACE": f"demo-{uid}"}  # fmt: skip
+    settings = load_settings(None, env)
+    topics = [f"demo.{uid}.{k}" for k in ("transactions", "decisions")]
+    ensure_topics(settings.kafka, topics)
+    client = redis.Redis.from_url(infra.redis_url)
+    ns = settings.redis.namespace
+    client.mset({f"fs:{ns}:{{c:1}}": b"x", f"fs:{ns}:{{t:2}}": b"y", f"hb:{ns}:deep": b"1", f"pm:{ns}:{{g:a}}": b"z"})
+    client.set(f"fs:other-{uid}:{{c:1}}", b"kept")
+    assert cleanup(settings, topics, [f"demo-{uid}-scorer"]) == (2, 4)
+    assert not set(topics) & set(AdminClient(settings.kafka.admin_config()).list_topics(timeout=10).topics)
+    assert list(client.scan_iter(match=f"*:{ns}:*")) == []
+    assert client.get(f"fs:other-{uid}:{{c:1}}") == b"kept"
+    client.close()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -60,10 +64,19 @@ def test_topics_command_creates_the_pipeline_topics_and_reports_them_served(infr
     assert all(len(meta[name].partitions) == 4 for name in names.values())
 
 
-def test_an_unreachable_broker_is_named_in_one_error() -> None:
+def test_an_unreachable_broker_is_named_in_one_error_that_says_what_to_start() -> None:
     kafka = KafkaSettings(bootstrap=f"127.0.0.1:{free_port()}")
-    with pytest.raises(BrokerError, match=f"cannot reach the broker at {kafka.bootstrap}"):
+    with pytest.raises(BrokerError, match=f"cannot reach the broker at {kafka.bootstrap} \\(is it running\\? `make up`"):
         ensure_topics(kafka, ["anything"], connect_s=2.0)
+    # the real command, output to a pipe: one line, no librdkafka noise before it
+    env = {**os.environ, "FRAUDSTREAM_KAFKA__BOOTSTRAP": kafka.bootstrap}
+    env.pop("COLUMNS", None)
+    done = subprocess.run([sys.executable, "-m", "stream", "replay", "--from", "0", "--to-topic", "x"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot reach the broker at {kafka.bootstrap}"), lines
+    assert "`make up` starts the local one" in lines[0]
 
 
 def test_a_topic_the_broker_never_serves_is_named(infra: LocalInfra, uid: str) -> None:

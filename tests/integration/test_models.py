@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -116,17 +118,38 @@ def test_train_on_a_csv_with_only_the_required_columns(tmp_path: Path) -> None:
     own["is_fraud"] = own["is_fraud"].map({True: "yes", False: "no"})  # a label spelling banks export
     data = tmp_path / "history.csv.gz"  # compressed, as exports often are
     own.to_csv(data, index=False)
-    out = tmp_path / "own-v1"
+    out = tmp_path / "store" / "own-v1"
     result = CliRunner().invoke(
-        app, ["train", "--data", str(data), "--columns", "event_time=ts,amount=amt_eur,amount_unit=major", "--out", str(out)]
-    )
+        app, ["train", "--data", str(data), "--columns", "event_time=ts,amount=amt_eur,amount_unit=major", "--out", str(out),
+              "--label-delay-days", "2.5", "--test-days", "7", "--gap-days", "2", "--blend-share", "0.4"]
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     bundle = load_bundle(out)
     assert bundle.manifest["metrics"]["xgboost"]["auc_roc"] > 0.5
-    result = CliRunner().invoke(app, ["evaluate", "--model", str(out), "--data", str(data),
+    # the feature delay follows the label delay (whole days, rounded up); the split is as asked
+    assert bundle.delay_days == 3
+    assert {k: bundle.manifest["train_config"][k] for k in ("test_days", "gap_days", "blend_share")} == {
+        "test_days": 7, "gap_days": 2, "blend_share": 0.4}  # fmt: skip
+    # not a terminal: plain progress lines instead of a spinner that prints nothing
+    assert "training: started" in result.output and re.search(r"training \[\s*\d+ s\] ", result.output)
+    assert "split: test the last 7 days, gap 2 days, MLPs on 40% of the training days; feature delay 3 days" in result.output
+    scores = tmp_path / "scores.csv"
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(out), "--data", str(data), "--out", str(scores),
                                       "--columns", "event_time=ts,amount=amt_eur,amount_unit=major"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "hybrid" in result.output and "xgboost" in result.output
+    table = pd.read_csv(scores)
+    assert len(table) == len(own) and list(table.columns) == [
+        "transaction_id", "event_time", "customer_id", "is_fraud", "xgboost", "hybrid", "route", "decision"]  # fmt: skip
+    assert table["xgboost"].between(0, 1).all() and set(table["decision"]) <= {"APPROVE", "REVIEW", "BLOCK"}
+    # promote shows what changes against the version it replaces
+    shutil.copytree(out, tmp_path / "store" / "own-v2")
+    env = {"FRAUDSTREAM_MODEL__DIR": str(tmp_path / "store")}
+    assert CliRunner().invoke(app, ["models", "promote", "own-v1"], env=env).exit_code == 0
+    result = CliRunner().invoke(app, ["models", "promote", "own-v2"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "promoted own-v2 (was own-v1)" in result.output and "test metrics: own-v1 → own-v2" in result.output
+    assert re.search(r"hybrid\W+average_precision\W+[\d.]+\W+[\d.]+\W+\+0\.0000", result.output), result.output
 
 
 def test_train_refuses_labels_and_amounts_it_cannot_read_naming_column_and_value(tmp_path: Path) -> None:

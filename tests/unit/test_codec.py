@@ -40,6 +40,8 @@ DECISION = {
     "event_time": 1_767_225_600_000,
     "decided_at": 1_767_225_600_140,
     "latency_ms": 17.0,
+    "features": [0.5, -2.0, 3.25],
+    "feature_set_version": "fs1",
 }
 LABEL = {
     "transaction_id": "tx-1",
@@ -84,18 +86,42 @@ def test_framing_bytes_are_pinned() -> None:
     )
 
 
+def test_decision_carries_its_features_after_the_v1_fields() -> None:
+    raw = CODEC.encode("Decision", DECISION)
+    assert raw[:5] == b"\x00\x00\x00\x03\xed"  # id 1005
+    # the v1 body, then: 3 floats (block count 3, little-endian float32s, end), "fs1"
+    assert raw.hex().endswith("060000003f000000c0000050400006667331")
+
+
+def test_decisions_written_before_features_still_decode() -> None:
+    import io
+
+    from fastavro import schemaless_writer
+
+    v1 = {k: v for k, v in DECISION.items() if k not in ("features", "feature_set_version")}
+    buf = io.BytesIO()
+    schemaless_writer(buf, schemas.earlier_wire(1003), v1)
+    decoded = CODEC.decode_decision(frame(1003, buf.getvalue()))
+    assert decoded.features == () and decoded.feature_set_version == ""
+    assert decoded.transaction_id == "tx-1" and decoded.route.name == "DEEP" and decoded.score == 0.5
+
+
 def test_bundled_ids_are_stable() -> None:
     assert {n: schemas.fixed_id(n) for n in schemas.BUNDLED} == {
         "Transaction": 1001,
         "ScoredTransaction": 1002,
-        "Decision": 1003,
+        "Decision": 1005,
         "Label": 1004,
     }
-    assert BundledIds().writer(1003, "Decision") is schemas.wire("Decision")
+    assert schemas.EARLIER == {1003: ("Decision", "decision.v1.avsc")}
+    assert BundledIds().writer(1005, "Decision") is schemas.wire("Decision")
+    assert BundledIds().writer(1003, "Decision") is schemas.earlier_wire(1003)
     with pytest.raises(DecodeError, match="unknown schema id 9"):
         BundledIds().writer(9, "Decision")
     with pytest.raises(DecodeError, match="schema id 1003 is Decision, expected Label"):
         BundledIds().writer(1003, "Label")
+    with pytest.raises(DecodeError, match="schema id 1005 is Decision, expected Label"):
+        BundledIds().writer(1005, "Label")
 
 
 def test_unframe_rejects_short_and_null() -> None:

@@ -88,3 +88,19 @@ def test_no_import_cycle() -> None:
 def test_no_module_is_over_250_lines(name: str) -> None:
     lines = len(MODULES[name].read_text().splitlines())
     assert lines <= 250, f"{MODULES[name].relative_to(REPO)} has {lines} lines"
+
+
+def test_the_decision_contract_documents_every_feature_route_and_outcome_in_order() -> None:
+    import re
+
+    from models.decision import Outcome, Route
+    from models.featureset import FEATURE_NAMES, FEATURE_SET_VERSION
+
+    page = (REPO / "docs" / "decisions.md").read_text()
+    assert f"## Feature dictionary (`{FEATURE_SET_VERSION}`)" in page
+    documented = re.findall(r"^\| (\d+) \| `([a-z0-9_]+)` \|", page, flags=re.M)
+    assert documented == [(str(i), name) for i, name in enumerate(FEATURE_NAMES)]
+    routes = re.findall(r"^\| `([A-Z_]+)` \| ", page, flags=re.M)
+    assert routes == [r.name for r in Route]
+    for o in Outcome:
+        assert f"`{o.name}`" in page
