@@ -26,6 +26,7 @@ from models.errors import DataError
 from models.evaluation import detection_metrics
 from models.features import FeatureEngine, OfflineFeatures
 from models.featureset import FEATURE_NAMES
+from models.intervals import card_bootstrap
 from models.thresholds import band_thresholds, deep_thresholds
 from models.units import DAY_MS
 
@@ -41,6 +42,7 @@ class TrainConfig:
     band_max_share: float = 0.2  # ...unless the ambiguous band (stage 2's load) would pass this share of traffic
     block_min_precision: float = 0.9  # the block band's precision
     review_budget: float = 0.01  # share of all transactions analysts can review
+    replicates: int = 100  # card bootstrap replicates for the table's intervals (0: none)
     latency_batches: tuple[int, ...] = (1, 32, 256, 1024)
 
 
@@ -144,6 +146,14 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
 
     say("evaluation")
     table, cascade = evaluate_scores(tx[test], x[test], booster, deep, mlp, thresholds, cfg.review_budget)
+    intervals = None
+    if cfg.replicates:
+        say(f"intervals ({cfg.replicates} card bootstrap replicates)")
+        t_test = tx[test]
+        intervals = card_bootstrap(
+            y[test], model_scores(x[test], booster, deep, mlp), t_test["event_time"].to_numpy(),
+            t_test["customer_id"].to_numpy(), cfg.review_budget, replicates=cfg.replicates, seed=cfg.seed,
+        ).to_dict()  # fmt: skip
     latency = scoring_latency(booster, deep, x[test], cfg.latency_batches)
     table["xgboost"]["train_s"] = xgb_s
     table["hybrid"]["train_s"] = deep_s
@@ -163,6 +173,7 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
             "frauds_test": int(y[test].sum()),
         },
         "cascade_test": cascade,
+        "intervals": intervals,
         "latency_ms_per_batch": latency,
         "importance_gain": xgbm.importance_gain(booster, FEATURE_NAMES),
         "timings_s": {"features": feature_s, "total": time.perf_counter() - started},
@@ -172,15 +183,24 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
 
 def transaction_scores(tx: pd.DataFrame, x: np.ndarray, booster: Any, deep: HybridNet, th: Thresholds) -> pd.DataFrame:
     """Per transaction: each model's score and the deployed cascade's route and outcome."""
-    margin = xgbm.margins(booster, x)
-    p = xgbm.sigmoid(margin)
-    hybrid = predict_proba(deep, x, margin, xgbm.leaves(booster, x))
+    scores = model_scores(x, booster, deep, None)
+    p, hybrid = scores["xgboost"], scores["hybrid"]
     routes, outcomes = cascade(p, hybrid, th)
     out = tx[[c for c in ("transaction_id", "event_time", "customer_id", "is_fraud") if c in tx]].copy()
     out["xgboost"], out["hybrid"] = p, hybrid
     out["route"] = [Route(int(r)).name for r in routes]
     out["decision"] = [Outcome(int(o)).name for o in outcomes]
     return out
+
+
+def model_scores(x: np.ndarray, booster: Any, deep: HybridNet, mlp: HybridNet | None) -> dict[str, np.ndarray]:
+    """Each model's fraud probability on feature rows x: xgboost, hybrid, mlp_alone."""
+    margin = xgbm.margins(booster, x)
+    lv = xgbm.leaves(booster, x)
+    scores = {"xgboost": xgbm.sigmoid(margin), "hybrid": predict_proba(deep, x, margin, lv)}
+    if mlp is not None:
+        scores["mlp_alone"] = predict_proba(mlp, x, margin, lv)
+    return scores
 
 
 def evaluate_scores(
@@ -195,11 +215,7 @@ def evaluate_scores(
     """The evaluation table on (tx, x), and how the deployed cascade routes it."""
     y = tx["is_fraud"].to_numpy().astype(bool)
     et, cust = tx["event_time"].to_numpy(), tx["customer_id"].to_numpy()
-    margin = xgbm.margins(booster, x)
-    lv = xgbm.leaves(booster, x)
-    scores = {"xgboost": xgbm.sigmoid(margin), "hybrid": predict_proba(deep, x, margin, lv)}
-    if mlp is not None:
-        scores["mlp_alone"] = predict_proba(mlp, x, margin, lv)
+    scores = model_scores(x, booster, deep, mlp)
     table = {name: detection_metrics(y, s, et, cust, review_budget) for name, s in scores.items()}
     p = scores["xgboost"]
     routes, outcomes = cascade(p, scores["hybrid"], th)

@@ -154,7 +154,12 @@ def run_demo(settings: Settings, config: Path | None, rate: float, seconds: floa
     procs = []
     for kind in ("score", "deep", "labels"):
         with open(logs / f"{kind}.log", "wb") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", "stream", kind], env=env, stdout=log, stderr=log))  # noqa: S603
+            # their own session: a terminal's Ctrl-C reaches the demo only, which stops each service once
+            procs.append(
+                subprocess.Popen(  # noqa: S603
+                    [sys.executable, "-m", "stream", kind], env=env, stdout=log, stderr=log, start_new_session=True
+                )
+            )
     with console.status("waiting for the services to join their groups and the scorer to see the deep worker"):
         _wait_until_ready(logs / "score.log", logs / "deep.log", procs)
     console.print(
@@ -181,14 +186,15 @@ def run_demo(settings: Settings, config: Path | None, rate: float, seconds: floa
     deadline = started + len(events) / rate + 120
     interrupted = False
     try:
-        with Live(stats.table(0, len(events)), console=console, refresh_per_second=4) as live_view:
+        with Live(stats.view(0, len(events)), console=console, refresh_per_second=4) as live_view:
             while len(decided) < len(events) and time.monotonic() < deadline:
-                batch = codec.decode_messages("Decision", [m for m in consumer.consume(1000, 0.25) if m.error() is None])
+                # a short wait: a decision is timed when it arrives, not when a full poll returns
+                batch = codec.decode_messages("Decision", [m for m in consumer.consume(1000, 0.02) if m.error() is None])
                 for d in batch.oks:
                     v = d.value
                     decided[v["transaction_id"]] = v["decision"]
                     stats.add(v["route"], v["decision"], v["decided_at"], v["latency_ms"])
-                live_view.update(stats.table(sent[0], len(events)))
+                live_view.update(stats.view(sent[0], len(events)))
     except KeyboardInterrupt:
         interrupted = True
         console.print("[yellow]interrupted: stopping the feed and the services[/yellow]")

@@ -14,7 +14,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 
 import numpy as np
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 ROUTES = ("XGB_APPROVE", "XGB_BLOCK", "DEEP", "XGB_FALLBACK", "RULES", "SAFE_DEFAULT")
 OUTCOMES = ("APPROVE", "REVIEW", "BLOCK")
@@ -61,6 +63,15 @@ class LiveStats:
         done = list(self.seconds)[:-1][-TREND_SECONDS:]
         return "  ".join(f"{n:,}/s p99 {np.percentile(lats, 99):.0f}ms" if lats else f"{n:,}/s" for _, n, lats in done)
 
+    def view(self, sent: int, total: int) -> Group:
+        """The table, then the latency and trend lines at full width."""
+        p = self.percentiles()
+        if p is None:
+            timing = f"latency: timed after a {self.warm_up_ms / 1000:.0f} s warm-up"
+        else:
+            timing = f"latency to a read_committed consumer: p50 {p[0]:.0f} ms · p99 {p[1]:.0f} ms · max {p[2]:.0f} ms"
+        return Group(self.table(sent, total), Text(timing), Text(f"last seconds: {self.trend() or '-'}"))
+
     def table(self, sent: int, total: int) -> Table:
         elapsed_s = max((self.clock_ms() - self.started_ms) / 1000, 1e-6)
         n = self.decided
@@ -71,10 +82,4 @@ class LiveStats:
         for r in ROUTES:
             if any(k[0] == r for k in self.counts):
                 t.add_row(r, *(f"{self.counts[(r, o)]:,}" for o in OUTCOMES))
-        p = self.percentiles()
-        if p is None:
-            timing = f"latency: timed after a {self.warm_up_ms / 1000:.0f} s warm-up"
-        else:
-            timing = f"latency to a read_committed consumer: p50 {p[0]:.0f} ms · p99 {p[1]:.0f} ms"
-        t.caption = f"{timing}\nlast seconds: {self.trend() or '-'}"
         return t

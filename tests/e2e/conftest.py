@@ -47,7 +47,7 @@ class TrainedModel:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     sim = simulate(SIM)
-    result = train_models(sim.transactions, sim.labels, TrainConfig(seed=7))
+    result = train_models(sim.transactions, sim.labels, TrainConfig(seed=7, replicates=0))
     root = tmp_path_factory.mktemp("artifacts")
     save_bundle(root / "v1", result.booster, result.deep, result.mlp_only, result.thresholds, {**result.extra})
     return TrainedModel(root, "v1", sim)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 import redis
 import torch
+from typer.testing import CliRunner
 
 from models import xgb as xgbm
 from models.artifacts import load_bundle
@@ -24,6 +26,7 @@ from models.evaluation import detection_metrics
 from models.features import FeatureEngine, OfflineFeatures
 from models.featureset import FEATURE_NAMES
 from models.training import compute_features
+from stream.cli import app
 from stream.errors import ReproductionError
 from stream.kafka.codec import Codec
 from stream.kafka.topics import ensure_topics
@@ -188,6 +191,21 @@ def test_backtest_replay_explain_and_shadow(pipeline: Pipeline, trained: Trained
     assert not wrong.reproduced
     with pytest.raises(ReproductionError, match="XGBoost score published"):
         require_reproduced(wrong)
+    # the same through the real commands
+    shown = CliRunner().invoke(
+        app, ["explain", chosen.transaction_id, "--lookback-days", "3", "--html", str(tmp_path / "cli.html")], env=pipeline.env
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "features carried by the decision" in shown.output and "XGBoost score: published" in shown.output
+    assert "DIFFERS" not in shown.output and (tmp_path / "cli.html").exists()
+    ran = CliRunner().invoke(
+        app,
+        ["backtest", "--from", str(t1), "--to", str(t2), "--lookback-days", "1", "--out", str(tmp_path / "bt")],
+        env=pipeline.env,
+    )
+    assert ran.exit_code == 0, ran.output
+    assert json.loads((tmp_path / "bt" / "metrics.json").read_text())["comparison"]["same_decision"] == 1.0
+    assert "same decision as live: 100.00% of 2,000" in ran.output and "warning: the topic's look-back" in ran.output
     explain_page = tmp_path / "explain.html"
     explain_page.write_text(to_html(e))
     _screenshot(explain_page, tmp_path / "explain.png", tmp_path / "chrome-explain", "1200,1400")

@@ -34,6 +34,7 @@ def test_same_data_and_seed_give_identical_metrics_and_outputs() -> None:
     b = train_models(sim.transactions, sim.labels, TrainConfig(seed=3))
     assert a.table == b.table | {k: {**b.table[k], "train_s": a.table[k]["train_s"]} for k in b.table if "train_s" in b.table[k]}
     assert a.thresholds == b.thresholds
+    assert a.extra["intervals"] == b.extra["intervals"] and a.extra["intervals"]["replicates"] == 100
     x = compute_features(sim.transactions.iloc[-2000:], sim.labels.iloc[:0], 7)
     ma, mb = xgbm.margins(a.booster, x), xgbm.margins(b.booster, x)
     np.testing.assert_array_equal(ma, mb)
@@ -44,7 +45,7 @@ def test_same_data_and_seed_give_identical_metrics_and_outputs() -> None:
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sim = simulate(SMALL)
-    r = train_models(sim.transactions, sim.labels, TrainConfig(seed=3))
+    r = train_models(sim.transactions, sim.labels, TrainConfig(seed=3, replicates=0))
     return save_bundle(tmp_path_factory.mktemp("art") / "v1", r.booster, r.deep, r.mlp_only, r.thresholds, {})
 
 
@@ -131,13 +132,16 @@ def test_train_on_a_csv_with_only_the_required_columns(tmp_path: Path) -> None:
     assert {k: bundle.manifest["train_config"][k] for k in ("test_days", "gap_days", "blend_share")} == {
         "test_days": 7, "gap_days": 2, "blend_share": 0.4}  # fmt: skip
     # not a terminal: plain progress lines instead of a spinner that prints nothing
+    assert "95% intervals: 100 card-bootstrap replicates" in result.output and "hybrid − xgboost" in result.output
     assert "training: started" in result.output and re.search(r"training \[\s*\d+ s\] ", result.output)
     assert "split: test the last 7 days, gap 2 days, MLPs on 40% of the training days; feature delay 3 days" in result.output
     scores = tmp_path / "scores.csv"
+    mapping = "event_time=ts,amount=amt_eur,amount_unit=major"
     result = CliRunner().invoke(app, ["evaluate", "--model", str(out), "--data", str(data), "--out", str(scores),
-                                      "--columns", "event_time=ts,amount=amt_eur,amount_unit=major"])  # fmt: skip
+                                      "--replicates", "20", "--columns", mapping])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "hybrid" in result.output and "xgboost" in result.output
+    assert "95% intervals: 20 card-bootstrap replicates" in result.output
     table = pd.read_csv(scores)
     assert len(table) == len(own) and list(table.columns) == [
         "transaction_id", "event_time", "customer_id", "is_fraud", "xgboost", "hybrid", "route", "decision"]  # fmt: skip

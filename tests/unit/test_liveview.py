@@ -38,8 +38,10 @@ def test_the_trend_shows_each_complete_second() -> None:
         for _ in range(n):
             stats.add("XGB_APPROVE", "APPROVE", decided_at=int(clock.ms) - 10, latency_ms=0.0)
     assert stats.trend() == "3/s p99 10ms  5/s p99 10ms"  # the current second is not complete yet
-    caption = str(stats.table(sent=10, total=10).caption)
-    assert "read_committed consumer: p50 10 ms" in caption and "last seconds: 3/s" in caption
+    table, timing, trend = stats.view(sent=10, total=10).renderables
+    assert "10/10 decided" in str(getattr(table, "title", ""))
+    assert str(timing) == "latency to a read_committed consumer: p50 10 ms · p99 10 ms · max 10 ms"
+    assert str(trend) == "last seconds: 3/s p99 10ms  5/s p99 10ms"
 
 
 def test_the_demo_streams_as_many_days_as_the_seconds_need() -> None:
