@@ -63,12 +63,19 @@ def ensure_topics(
     return wait_served(admin, wanted, ready_s)
 
 
-def topic_exists(kafka: KafkaSettings, name: str) -> bool:
-    """Whether the broker knows `name` (BrokerError when it cannot be asked)."""
+def missing_topics(kafka: KafkaSettings, names: Iterable[str]) -> list[str]:
+    """Which of `names` the broker does not know, in one metadata request (BrokerError when it
+    cannot be asked)."""
     try:
-        return name in AdminClient(kafka.admin_config()).list_topics(timeout=10).topics
+        known = AdminClient(kafka.admin_config()).list_topics(timeout=10).topics
     except KafkaException as exc:
         raise BrokerError(f"cannot reach the broker at {kafka.bootstrap} ({UNREACHABLE_HINT}): {exc.args[0].str()}") from exc
+    return sorted(n for n in set(names) if n not in known)
+
+
+def topic_exists(kafka: KafkaSettings, name: str) -> bool:
+    """Whether the broker knows `name` (BrokerError when it cannot be asked)."""
+    return not missing_topics(kafka, [name])
 
 
 # Errors that no amount of waiting turns into a served partition.

@@ -17,7 +17,7 @@ from stream.config import KafkaSettings
 from stream.deadletter import headers_dict
 from stream.errors import BrokerError
 from stream.kafka.calls import produce
-from stream.kafka.topics import topic_exists
+from stream.kafka.topics import missing_topics
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ def redrive(kafka: KafkaSettings, letters: list[DeadLetter], to_topic: str | Non
     and every delivery must be acknowledged: BrokerError otherwise, naming what was not."""
     targets = sorted({target_of(kafka, d, to_topic) for d in letters})
     if targets:
-        missing = [t for t in targets if not topic_exists(kafka, t)]
+        missing = missing_topics(kafka, targets)
         if missing:
             raise BrokerError(f"target topic {', '.join(missing)} does not exist; nothing was re-driven")
     failed: list[str] = []
