@@ -35,7 +35,8 @@ from bench.staircase import STEPS, run_step
 from bench.staircase import table_rows as staircase_rows
 from models.artifacts import load_bundle, resolve
 from models.dataset import to_events, to_label_events
-from models.features import FeatureEngine, OfflineFeatures
+from models.features import FeatureEngine
+from models.offline import OfflineFeatures
 from models.simulator import SimConfig, simulate
 from stream.config import Settings, load_settings
 from stream.kafka.calls import produce
@@ -410,12 +411,7 @@ def local_server_pids() -> dict[str, int]:
 
 
 def gpu(out: dict[str, Any]) -> None:
-    import torch
-
-    if not torch.cuda.is_available():
-        out["gpu"] = "no NVIDIA GPU on this machine: CUDA figures not measured"
-        print(out["gpu"])
-        return
+    """Stage 2's model: on the CPU always, on CUDA when there is a GPU (`bench.gpu`)."""
     from bench.gpu import run_gpu
     from bench.gpu import table as gpu_table
 

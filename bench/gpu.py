@@ -1,4 +1,6 @@
-"""Stage 2 on CUDA: rows/s at batch 256/1024/4096, fp16 and fp32, eager and torch.compile.
+"""Stage 2's model: rows/s and latency at batch 256/1024/4096 on the CPU (the sequence model
+beside the earlier MLP without a sequence, measured in the same run), and on CUDA when there
+is a GPU: fp16 and fp32, eager and torch.compile.
 
 Two figures per setting:
 - `model`: the network alone on tensors already on the GPU (what the chip does);
@@ -8,13 +10,13 @@ The baseline, measured in the same run on the same host: the same serving path o
 one torch thread (the deep worker's default `deep.cpu_threads`) and all of the host's cores.
 
 Uses the trained model under `artifacts/` when there is one (else the same architecture, untrained:
-speed does not depend on the weights). Run with `python -m bench.gpu` (needs `torch.cuda.is_available()`);
-`python -m bench` calls it too.
+speed does not depend on the weights). Run with `python -m bench.gpu`; `python -m bench` calls it too.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -28,6 +30,7 @@ import torch
 
 from models.deep import DeepArch, HybridNet
 from models.featureset import N_FEATURES
+from models.sequence import N_SEQ, SEQ_LEN
 from models.xgb import LEAF_SLOTS
 from stream.stages.runtime import DeviceRunner
 
@@ -43,8 +46,20 @@ def _trained_net() -> tuple[HybridNet, str]:
     if current.exists():
         version = current.read_text().strip()
         return load_bundle(root / version).net, f"trained model {version} from {root}"
-    net = HybridNet(DeepArch(N_FEATURES, 120))
+    net = HybridNet(DeepArch(N_FEATURES, 120, seq_len=SEQ_LEN, seq_fields=N_SEQ, residual=True))
     return net, "untrained model of the default architecture (no artifacts/ here)"
+
+
+def _latency_ms(step: Callable[[], Any], runs: int = 30) -> float:
+    """Median milliseconds of one call, after warm-up."""
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
 
 
 def _rate(step: Callable[[], Any], rows: int, sync: bool, windows: int = 3, min_s: float = 0.4) -> float:
@@ -66,20 +81,43 @@ def _rate(step: Callable[[], Any], rows: int, sync: bool, windows: int = 3, min_
     return float(np.median(rates))
 
 
-def _inputs(net: HybridNet, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _inputs(net: HybridNet, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     x = rng.normal(size=(batch, net.arch.n_features)).astype(np.float32)
     margin = rng.normal(size=batch).astype(np.float32)
     leaves = rng.integers(0, LEAF_SLOTS, size=(batch, net.arch.n_trees)).astype(np.int32)
-    return x, margin, leaves
+    seq = rng.uniform(0, 3, size=(batch, SEQ_LEN * N_SEQ)).astype(np.float32)  # flat, as buffer records carry it
+    return x, margin, leaves, seq
+
+
+def run_cpu(net: HybridNet, out: dict[str, Any]) -> None:
+    """The serving path on the CPU, one torch thread (the deep worker's default) and all cores, for
+    the sequence model and for the same model without its sequence encoder."""
+    rng = np.random.default_rng(0)
+    plain = HybridNet(dataclasses.replace(net.arch, seq_len=0, seq_fields=0, residual=False)).eval()
+    for batch in BATCHES:
+        for label, model in (("sequence", net), ("no_sequence", plain)):
+            x, margin, leaves, seq = _inputs(model, batch, rng)
+            for threads in (1, os.cpu_count() or 1):
+                torch.set_num_threads(threads)
+                cpu = DeviceRunner(model, torch.device("cpu"), (batch,), 1.0)
+                step = partial(cpu.scores, x, margin, leaves, seq)
+                key = f"batch{batch}_cpu_fp32_{threads}threads_{label}"
+                out["rows_per_s"][key], out["latency_ms"][key] = _rate(step, batch, False), _latency_ms(step)
+                print(f"  {key:<44} {out['rows_per_s'][key]:>12,.0f} rows/s  {out['latency_ms'][key]:8.2f} ms", flush=True)
+    torch.set_num_threads(os.cpu_count() or 1)
 
 
 def run_gpu() -> dict[str, Any]:
-    cuda = torch.device("cuda")
     net, source = _trained_net()
     state = net.state_dict()
-    out: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": source,
-                           "host_cpus": os.cpu_count(), "rows_per_s": {}}  # fmt: skip
-    print(f"{out['gpu']}, torch {torch.__version__}, {source}", flush=True)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    out: dict[str, Any] = {"gpu": gpu, "torch": torch.__version__, "model": source,
+                           "host_cpus": os.cpu_count(), "rows_per_s": {}, "latency_ms": {}}  # fmt: skip
+    print(f"{gpu or 'no GPU: CPU only'}, torch {torch.__version__}, {source}", flush=True)
+    run_cpu(net.eval(), out)
+    if gpu is None:
+        return out
+    cuda = torch.device("cuda")
     rng = np.random.default_rng(0)
 
     def fresh() -> HybridNet:
@@ -92,11 +130,8 @@ def run_gpu() -> dict[str, Any]:
         print(f"  {key:<34} {value:>14,.0f} rows/s", flush=True)
 
     for batch in BATCHES:
-        x, margin, leaves = _inputs(net, batch, rng)
-        for threads in (1, os.cpu_count() or 1):
-            torch.set_num_threads(threads)
-            cpu = DeviceRunner(fresh(), torch.device("cpu"), (batch,), 1.0)
-            record(f"batch{batch}_cpu_fp32_{threads}threads_serving", _rate(partial(cpu.scores, x, margin, leaves), batch, False))
+        x, margin, leaves, seq = _inputs(net, batch, rng)
+        steps = torch.from_numpy(seq.reshape(batch, SEQ_LEN, N_SEQ)).to(cuda)
         for fp16 in (True, False):
             for compiled in (False, True):
                 name = f"batch{batch}_cuda_{'fp16' if fp16 else 'fp32'}_{'compiled' if compiled else 'eager'}"
@@ -105,21 +140,36 @@ def run_gpu() -> dict[str, Any]:
                     runner.warm_up()
                     xt, mt, lt = (torch.from_numpy(a).to(cuda) for a in (x, margin, leaves.astype(np.int64)))
 
-                    record(f"{name}_model", _rate(partial(runner.logits, xt, mt, lt), batch, True))
-                    record(f"{name}_serving", _rate(partial(runner.scores, x, margin, leaves), batch, True))
+                    record(f"{name}_model", _rate(partial(runner.logits, xt, mt, lt, steps), batch, True))
+                    record(f"{name}_serving", _rate(partial(runner.scores, x, margin, leaves, seq), batch, True))
                 except Exception as exc:  # a setting that cannot run (say, torch.compile without a compiler) is reported
                     out["rows_per_s"][f"{name}_error"] = f"{type(exc).__name__}: {exc}"
                     print(f"  {name}: failed: {type(exc).__name__}: {exc}", flush=True)
         torch.set_num_threads(os.cpu_count() or 1)
     best = {b: max((v for k, v in out["rows_per_s"].items() if k.startswith(f"batch{b}_cuda") and k.endswith("_serving")
                     and isinstance(v, float)), default=0.0) for b in BATCHES}  # fmt: skip
-    out["serving_vs_cpu_1thread"] = {b: best[b] / out["rows_per_s"][f"batch{b}_cpu_fp32_1threads_serving"] for b in BATCHES}
+    one = {b: out["rows_per_s"][f"batch{b}_cpu_fp32_1threads_sequence"] for b in BATCHES}
+    out["serving_vs_cpu_1thread"] = {b: best[b] / one[b] for b in BATCHES}
     return out
+
+
+def cpu_table(out: dict[str, Any]) -> str:
+    r, ms, cpus = out["rows_per_s"], out["latency_ms"], out["host_cpus"]
+    lines = [f"stage 2 on the CPU, fp32, serving path ({out['model']})", "",
+             "| batch | threads | sequence model rows/s | latency ms | without the sequence rows/s | latency ms |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for b in BATCHES:
+        for t in sorted({1, cpus}):
+            a, z = f"batch{b}_cpu_fp32_{t}threads_sequence", f"batch{b}_cpu_fp32_{t}threads_no_sequence"
+            lines.append(f"| {b} | {t} | {r[a]:,.0f} | {ms[a]:.2f} | {r[z]:,.0f} | {ms[z]:.2f} |")
+    return "\n".join(lines)
 
 
 def table(out: dict[str, Any]) -> str:
     r = out["rows_per_s"]
-    lines = [f"{out['gpu']} — stage 2 rows/s ({out['model']})", "",
+    if out["gpu"] is None:
+        return cpu_table(out)
+    lines = [cpu_table(out), "", f"{out['gpu']} — stage 2 rows/s ({out['model']})", "",
              "| batch | precision | torch.compile | model on GPU | serving path |", "|---|---|---|---|---|"]  # fmt: skip
     for b in BATCHES:
         for p in ("fp16", "fp32"):
@@ -128,7 +178,7 @@ def table(out: dict[str, Any]) -> str:
                 model, serving = r.get(f"{k}_model"), r.get(f"{k}_serving")
                 cells = [f"{v:,.0f}" if isinstance(v, float) else "failed" for v in (model, serving)]
                 lines.append(f"| {b} | {p} | {'yes' if c == 'compiled' else 'no'} | {cells[0]} | {cells[1]} |")
-        one, many = r[f"batch{b}_cpu_fp32_1threads_serving"], r[f"batch{b}_cpu_fp32_{out['host_cpus']}threads_serving"]
+        one, many = r[f"batch{b}_cpu_fp32_1threads_sequence"], r[f"batch{b}_cpu_fp32_{out['host_cpus']}threads_sequence"]
         lines.append(f"| {b} | CPU fp32, 1 / {out['host_cpus']} threads | no | — | {one:,.0f} / {many:,.0f} |")
     return "\n".join(lines)
 
@@ -137,8 +187,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for gpu-<time>.json")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("no NVIDIA GPU with CUDA here: nothing to measure")
     out = run_gpu()
     text = table(out)
     print(text)

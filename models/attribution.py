@@ -35,26 +35,32 @@ def tree_shap(booster: xgb.Booster, x: np.ndarray) -> Attribution:
     return Attribution(contrib[:-1].astype(np.float64), float(contrib[-1]), margin)
 
 
-def integrated_gradients(net: HybridNet, x: np.ndarray, margin: float, leaves: np.ndarray, steps: int = 256) -> Attribution:
-    """Integrated gradients of the logit w.r.t. the standardized features, from the training mean."""
+def integrated_gradients(
+    net: HybridNet, x: np.ndarray, margin: float, leaves: np.ndarray, seq: np.ndarray | None = None, steps: int = 256
+) -> Attribution:
+    """Integrated gradients of the logit w.r.t. the standardized features, from the training mean
+    (the margin, leaves and card sequence held fixed), in float64."""
     net.eval()
-    with torch.no_grad():
-        z = net.embed_input(torch.as_tensor(x[None, :], dtype=torch.float32)).double()
-        extra = []
-        if net.arch.use_xgb:
-            lt = torch.as_tensor(leaves[None, :].astype(np.int64))
-            extra = [torch.tensor([[margin]], dtype=torch.float64), net.leaf_emb(lt + net.leaf_offsets).double()]
-    mlp = net.mlp.double()
-    alphas = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps  # midpoint rule
-    path = (alphas[:, None] * z).requires_grad_(True)
-    inputs = torch.cat([path, *(e.expand(steps, -1) for e in extra)], dim=1)
-    mlp(inputs).sum().backward()
-    grad = path.grad
-    if grad is None:
-        raise RuntimeError("no gradient")
-    attributions = (grad.mean(dim=0) * z[0]).detach().numpy()
-    with torch.no_grad():
-        base = float(mlp(torch.cat([torch.zeros_like(z), *extra], dim=1))[0, 0])
-        logit = float(mlp(torch.cat([z, *extra], dim=1))[0, 0])
-    net.mlp.float()
+    net.double()
+    try:
+        with torch.no_grad():
+            z = net.embed_input(torch.as_tensor(x[None, :], dtype=torch.float64))
+        m = torch.full((steps,), margin, dtype=torch.float64)
+        lt = torch.as_tensor(leaves[None, :].astype(np.int64)).expand(steps, -1)
+        st = None
+        if net.arch.seq_len and seq is not None:
+            st = torch.as_tensor(seq.reshape(1, net.arch.seq_len, net.arch.seq_fields), dtype=torch.float64).expand(steps, -1, -1)
+        alphas = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps  # midpoint rule
+        path = (alphas[:, None] * z).requires_grad_(True)
+        net.head(path, m, lt, st).sum().backward()  # type: ignore[no-untyped-call]
+        grad = path.grad
+        if grad is None:
+            raise RuntimeError("no gradient")
+        attributions = (grad.mean(dim=0) * z[0]).detach().numpy()
+        with torch.no_grad():
+            one = (m[:1], lt[:1], st[:1] if st is not None else None)
+            base = float(net.head(torch.zeros_like(z), *one)[0])
+            logit = float(net.head(z, *one)[0])
+    finally:
+        net.float()
     return Attribution(attributions, base, logit)

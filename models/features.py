@@ -29,7 +29,6 @@ from models.featureset import (
     CHANNELS,
     DEFAULT_DELAY_DAYS,
     EMPTY_HISTORY,
-    FRAUD,
     HISTORY_DTYPE,
     IDX,
     MAX_HISTORY,
@@ -38,12 +37,11 @@ from models.featureset import (
     RING_DAYS,
     TERM_IDX,
     TERMINAL_WINDOWS,
-    TX,
     concat_records,
     empty_ring,
-    ring_add,
 )
 from models.history import Events, customer_block, padded
+from models.sequence import N_SEQ, SEQ_LEN, sequence_block
 from models.units import DAY_MS, HOUR_MS
 
 
@@ -55,6 +53,7 @@ class BatchFeatures:
     appended: dict[str, np.ndarray]  # customer id -> records to append to its history, in order
     terminal_counts: dict[tuple[str, int], int]  # (terminal id, day) -> transactions to add
     repeats: np.ndarray  # (n,) bool: transaction id already seen from another record
+    sequences: np.ndarray  # (n, SEQ_LEN, N_SEQ) float32: the card's recent sequence (models.sequence)
 
 
 EMPTY_RING = empty_ring()
@@ -114,6 +113,7 @@ class FeatureEngine:
         """
         n = len(events)
         feats = np.full((n, N_FEATURES), np.nan, dtype=np.float64)
+        seqs = np.zeros((n, SEQ_LEN, N_SEQ), dtype=np.float64)
         ev = Events.of(events, sources)
         self.event_only(events, ev, feats)
         cids = [e["customer_id"] for e in events]
@@ -121,10 +121,10 @@ class FeatureEngine:
         index = {c: u for u, c in enumerate(first)}
         histories = [customers.get(c, EMPTY_HISTORY)[-MAX_HISTORY:] for c in first]
         cust = np.fromiter((index[c] for c in cids), np.int64, n)
-        appended = self._vectorised(ev, cust, histories, feats)
+        appended = self._vectorised(ev, cust, histories, feats, seqs)
         repeats = np.zeros(n, dtype=bool)
         if appended is None:  # a re-delivery or a repeated id in the batch: event by event, the rare path
-            appended, repeats = self._one_by_one(ev, cust, histories, feats)
+            appended, repeats = self._one_by_one(ev, cust, histories, feats, seqs)
         days = ev.ts // DAY_MS
         tids = [e["terminal_id"] for e in events]
         # Terminal features depend only on (terminal, day) and the state before the batch.
@@ -146,10 +146,10 @@ class FeatureEngine:
             parts[u] = gathered[start : start + len(rows_of)]
             start += len(rows_of)
         records = {c: parts[u] for c, u in index.items() if u in appended}
-        return BatchFeatures(feats.astype(np.float32), records, counts, repeats)
+        return BatchFeatures(feats.astype(np.float32), records, counts, repeats, seqs.astype(np.float32))
 
     def _vectorised(
-        self, ev: Events, cust: np.ndarray, histories: list[np.ndarray], out: np.ndarray
+        self, ev: Events, cust: np.ndarray, histories: list[np.ndarray], out: np.ndarray, seqs: np.ndarray
     ) -> dict[int, list[int]] | None:
         """Customer features when every event is new (appends one record); None when one is not."""
         n, width = len(cust), MAX_HISTORY
@@ -175,13 +175,14 @@ class FeatureEngine:
         if (valid & (window["tx"] == ev.tx[:, None])).any():
             return None
         customer_block(out, ev, window, valid)
+        sequence_block(seqs, ev, window, valid)
         appended: dict[int, list[int]] = {}
         for i in order.tolist():
             appended.setdefault(int(cust[i]), []).append(i)
         return appended
 
     def _one_by_one(
-        self, ev: Events, cust: np.ndarray, histories: list[np.ndarray], out: np.ndarray
+        self, ev: Events, cust: np.ndarray, histories: list[np.ndarray], out: np.ndarray, seqs: np.ndarray
     ) -> tuple[dict[int, list[int]], np.ndarray]:
         """Customer features event by event: a transaction id already in the history is a
         re-delivery (same source) or a repeat (another source); either way its features
@@ -203,48 +204,8 @@ class FeatureEngine:
             window, valid = padded(prev)
             one = Events(*(getattr(ev, f)[i : i + 1] for f in ("ts", "amount", "lat", "lon", "dev", "tx", "src")))
             customer_block(out[i : i + 1], one, window, valid)
+            sequence_block(seqs[i : i + 1], one, window, valid)
             if not seen.size:
                 current[u] = concat_records([hist, ev.records(slice(i, i + 1))])[-MAX_HISTORY:]
                 appended.setdefault(u, []).append(i)
         return appended, repeats
-
-
-class OfflineFeatures:
-    """In-memory state for training, evaluation and backtests."""
-
-    def __init__(self, engine: FeatureEngine) -> None:
-        self.engine = engine
-        self.customers: dict[str, np.ndarray] = {}
-        self.terminals: dict[str, np.ndarray] = {}
-        self._labelled: set[str] = set()
-
-    def apply_label(self, transaction_id: str, terminal_id: str, event_time: int, is_fraud: bool) -> None:
-        """A fraud report, counted once per transaction id."""
-        if not is_fraud or transaction_id in self._labelled:
-            return
-        self._labelled.add(transaction_id)
-        ring_add(self.terminals.setdefault(terminal_id, empty_ring()), event_time // DAY_MS, FRAUD, 1)
-
-    def process(self, events: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Features of a batch, then the state updated as the online store would."""
-        result = self.engine.transform(events, self.customers, self.terminals)
-        for cid, records in result.appended.items():
-            old = self.customers.get(cid)
-            self.customers[cid] = (records if old is None else concat_records([old, records]))[-MAX_HISTORY:]
-        for (tid, day), count in result.terminal_counts.items():
-            ring_add(self.terminals.setdefault(tid, empty_ring()), day, TX, count)
-        return result.features
-
-    def run(self, events: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]] = (), batch: int = 512) -> np.ndarray:
-        """Features of a time-ordered stream, labels applied once their label_time has passed."""
-        out = np.empty((len(events), N_FEATURES), dtype=np.float32)
-        li = 0
-        for start in range(0, len(events), batch):
-            chunk = events[start : start + batch]
-            t0 = int(chunk[0]["event_time"])
-            while li < len(labels) and int(labels[li]["label_time"]) <= t0:
-                lab = labels[li]
-                self.apply_label(lab["transaction_id"], lab["terminal_id"], int(lab["event_time"]), bool(lab["is_fraud"]))
-                li += 1
-            out[start : start + len(chunk)] = self.process(chunk)
-        return out

@@ -1,6 +1,7 @@
 """The evaluation table over several seeds (the table in docs/models.md): per seed every
 metric with its 95% card-bootstrap interval and each model's paired difference from XGBoost
-(`models.intervals`), then the mean ± std over seeds.
+(`models.intervals`), each scenario's recall at the review budget with the hybrid's paired
+difference, then the mean ± std over seeds.
 
 python -m models.seeds --seeds 0 1 2 [--replicates 200]
 """
@@ -34,6 +35,7 @@ def main() -> None:
     seconds = []
     per_seed = ["| seed | model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 2) + "|"]
     intervals = {}
+    scenarios = ["", "| seed | scenario | frauds | xgboost | hybrid | hybrid − xgboost |", "|---" * 6 + "|"]
     for seed in args.seeds:
         t = time.perf_counter()
         sim = simulate(SimConfig(seed=seed))
@@ -50,7 +52,13 @@ def main() -> None:
         for model, row in ci["differences"].items():
             cells = [_difference(row[k]) for k in METRICS]
             per_seed.append(f"| {seed} | {model} − xgboost | " + " | ".join(cells) + " |")
-    lines = [*per_seed, "", "| model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+        for kind, row in (result.extra["by_scenario"] or {}).items():
+            x, h = row["xgboost"], row["hybrid"]
+            cells = [f"{v['point']:.3f} [{v['low']:.3f}, {v['high']:.3f}]" for v in (x, h)]
+            scenarios.append(
+                f"| {seed} | {kind} | {row['frauds']} | {' | '.join(cells)} | {_difference(row['hybrid − xgboost'])} |"
+            )
+    lines = [*per_seed, *scenarios, "", "| model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for model, metrics in rows.items():
         cells = [f"{np.mean(v):.3f} ± {np.std(v):.3f}" for v in (metrics[k] for k in METRICS)]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")

@@ -9,7 +9,8 @@ Fraud scenarios, each tagged in the `scenario` column:
 - ``compromised_terminal``: every payment at a skimmed terminal for some weeks;
 - ``compromised_card``: a share of a stolen card's later payments, inflated;
 - ``account_takeover``: new device, far from home, large amount;
-- ``card_testing``: a burst of tiny online payments within minutes.
+- ``card_testing``: a burst of tiny online payments within minutes;
+- ``probe_then_spend``, ``takeover_burst``, ``slow_drift``: sequences (`models.scenarios`).
 
 Labels (fraud reports) arrive with a realistic delay. Same config and seed, same data.
 """
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from models.scenarios import sequence_frauds
 from models.units import DAY_MS, HOUR_MS
 
 MINUTE_MS = 60_000
@@ -53,9 +55,10 @@ class SimConfig:
     card_compromise_days: int = 14
     ato_per_day: float = 3.0
     card_testing_per_day: float = 1.5
+    sequence_per_day: tuple[float, float, float] = (1.0, 1.0, 0.25)  # models.scenarios.SCENARIOS
     label_delay_mean_days: float = 5.0
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -166,7 +169,8 @@ def simulate(cfg: SimConfig) -> Simulation:
         ts = t0 + np.sort(rng.integers(0, 10 * MINUTE_MS, m))
         add(np.full(m, k), ts, rng.uniform(0.5, 2.5, m), rng.choice(online, m),
             np.full(m, 100 + int(rng.integers(1000))), "card_testing")  # fmt: skip
-
+    for episode in sequence_frauds(cfg.seed, cfg.days, cfg.start_ms, c_mean, c_ndev, online, cfg.sequence_per_day):
+        add(*episode)
     if extra["cust"]:
         cust = np.concatenate([cust, *extra["cust"]])
         term = np.concatenate([term, *extra["term"]])

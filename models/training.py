@@ -20,13 +20,15 @@ import torch
 
 from models import xgb as xgbm
 from models.dataset import to_events, to_label_events
-from models.decision import Outcome, Route, Thresholds, cascade
-from models.deep import DeepArch, HybridNet, predict_proba, train_deep
+from models.decision import Thresholds
+from models.deep import DeepArch, HybridNet, Rows, predict_proba, train_deep
 from models.errors import DataError
-from models.evaluation import detection_metrics
-from models.features import FeatureEngine, OfflineFeatures
-from models.featureset import FEATURE_NAMES
-from models.intervals import card_bootstrap
+from models.features import FeatureEngine
+from models.featureset import FEATURE_NAMES, N_FEATURES
+from models.intervals import card_bootstrap, scenario_recall
+from models.offline import FeatureRows, OfflineFeatures
+from models.scoring import evaluate_scores, model_scores, scoring_latency
+from models.sequence import N_SEQ, SEQ_LEN
 from models.thresholds import band_thresholds, deep_thresholds
 from models.units import DAY_MS
 
@@ -44,6 +46,7 @@ class TrainConfig:
     review_budget: float = 0.01  # share of all transactions analysts can review
     replicates: int = 100  # card bootstrap replicates for the table's intervals (0: none)
     latency_batches: tuple[int, ...] = (1, 32, 256, 1024)
+    encoder: str = "conv"  # the hybrid's sequence encoder, "conv" or "gru": see docs/models.md for the measurement
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,14 @@ class TrainResult:
 Progress = Callable[[str], None]
 
 
+def compute_rows(tx: pd.DataFrame, labels: pd.DataFrame, delay_days: int) -> FeatureRows:
+    """Offline features and card sequences of a time-ordered table."""
+    return OfflineFeatures(FeatureEngine(delay_days)).rows(to_events(tx), to_label_events(labels))
+
+
 def compute_features(tx: pd.DataFrame, labels: pd.DataFrame, delay_days: int) -> np.ndarray:
     """Offline features of a time-ordered table."""
-    return OfflineFeatures(FeatureEngine(delay_days)).run(to_events(tx), to_label_events(labels))
+    return compute_rows(tx, labels, delay_days).x
 
 
 def _days(tx: pd.DataFrame) -> np.ndarray:
@@ -72,7 +80,8 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
     """The whole training run; deterministic for the same data and seed."""
     say = progress or (lambda _m: None)
     torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
+    # Bit-reproducible on the CPU; on a GPU some kernels (embedding-bag backward) have no deterministic form.
+    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
     started = time.perf_counter()
     days = _days(tx)
     d0, d1 = int(days.min()), int(days.max())
@@ -90,7 +99,8 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
 
     say(f"features for {len(tx):,} transactions")
     t = time.perf_counter()
-    x = compute_features(tx, labels, cfg.delay_days)
+    rows = compute_rows(tx, labels, cfg.delay_days)
+    x, seq = rows.x, rows.seq
     feature_s = time.perf_counter() - t
 
     test_start = d1 - cfg.test_days + 1
@@ -117,23 +127,25 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
     b_tr = blend_idx[days[blend_idx] < val_start]
     b_val = blend_idx[days[blend_idx] >= val_start]
 
-    def part(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return x[idx], margin[idx], leaves[idx], y[idx]
+    def part(idx: np.ndarray) -> Rows:
+        return x[idx], seq[idx], margin[idx], leaves[idx], y[idx]
 
     n_trees = booster.num_boosted_rounds()
     say(f"hybrid MLP over {n_trees} trees' leaves")
     t = time.perf_counter()
-    deep = train_deep(DeepArch(len(FEATURE_NAMES), n_trees, use_xgb=True), part(b_tr), part(b_val), cfg.seed)
+    arch = DeepArch(N_FEATURES, n_trees, seq_len=SEQ_LEN, seq_fields=N_SEQ, encoder=cfg.encoder, residual=True)
+    deep = train_deep(arch, part(b_tr), part(b_val), cfg.seed, progress=lambda m: say("  " + m))
     deep_s = time.perf_counter() - t
     say("MLP alone")
-    mlp = train_deep(DeepArch(len(FEATURE_NAMES), n_trees, use_xgb=False), part(b_tr), part(b_val), cfg.seed)
+    mlp = train_deep(DeepArch(N_FEATURES, n_trees, use_xgb=False), part(b_tr), part(b_val), cfg.seed)
+    mlp_s = time.perf_counter() - t - deep_s
 
     # Thresholds on validation data only: the band on all of blend (out-of-sample for
     # XGBoost), the hybrid cut-offs on the blend's validation days (out-of-sample for both).
     approve_below, block_above = band_thresholds(
         y[blend_idx], xgb_p[blend_idx], cfg.approve_max_fraud_share, cfg.block_min_precision, cfg.band_max_share
     )
-    deep_val = predict_proba(deep, *part(b_val)[:3])
+    deep_val = predict_proba(deep, x[b_val], margin[b_val], leaves[b_val], seq[b_val])
     in_band = (xgb_p[b_val] >= approve_below) & (xgb_p[b_val] < block_above)
     review_above, deep_block = deep_thresholds(
         y[b_val], deep_val, in_band, len(b_val), cfg.review_budget, cfg.block_min_precision
@@ -145,16 +157,24 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
     thresholds = Thresholds(approve_below, block_above, review_above, deep_block, fallback_review)
 
     say("evaluation")
-    table, cascade = evaluate_scores(tx[test], x[test], booster, deep, mlp, thresholds, cfg.review_budget)
+    t_eval = time.perf_counter()
+    table, cascade = evaluate_scores(tx[test], rows[test], booster, deep, mlp, thresholds, cfg.review_budget)
+    t_test = tx[test]
+    scores = model_scores(rows[test], booster, deep, mlp)
     intervals = None
     if cfg.replicates:
         say(f"intervals ({cfg.replicates} card bootstrap replicates)")
-        t_test = tx[test]
         intervals = card_bootstrap(
-            y[test], model_scores(x[test], booster, deep, mlp), t_test["event_time"].to_numpy(),
+            y[test], scores, t_test["event_time"].to_numpy(),
             t_test["customer_id"].to_numpy(), cfg.review_budget, replicates=cfg.replicates, seed=cfg.seed,
         ).to_dict()  # fmt: skip
-    latency = scoring_latency(booster, deep, x[test], cfg.latency_batches)
+    by_scenario = None
+    if "scenario" in t_test:
+        by_scenario = {k: {m: v if isinstance(v, int) else v.to_dict() for m, v in row.items()} for k, row in scenario_recall(
+            y[test], t_test["scenario"].to_numpy(), scores, t_test["customer_id"].to_numpy(), cfg.review_budget,
+            replicates=cfg.replicates, seed=cfg.seed).items()}  # fmt: skip
+    eval_s = time.perf_counter() - t_eval
+    latency = scoring_latency(booster, deep, rows[test], cfg.latency_batches)
     table["xgboost"]["train_s"] = xgb_s
     table["hybrid"]["train_s"] = deep_s
     extra = {
@@ -174,75 +194,16 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
         },
         "cascade_test": cascade,
         "intervals": intervals,
+        "by_scenario": by_scenario,
         "latency_ms_per_batch": latency,
         "importance_gain": xgbm.importance_gain(booster, FEATURE_NAMES),
-        "timings_s": {"features": feature_s, "total": time.perf_counter() - started},
+        "timings_s": {
+            "features": feature_s,
+            "xgboost": xgb_s,
+            "hybrid": deep_s,
+            "mlp_alone": mlp_s,
+            "evaluation": eval_s,
+            "total": time.perf_counter() - started,
+        },
     }
     return TrainResult(booster, deep, mlp, thresholds, table, extra)
-
-
-def transaction_scores(tx: pd.DataFrame, x: np.ndarray, booster: Any, deep: HybridNet, th: Thresholds) -> pd.DataFrame:
-    """Per transaction: each model's score and the deployed cascade's route and outcome."""
-    scores = model_scores(x, booster, deep, None)
-    p, hybrid = scores["xgboost"], scores["hybrid"]
-    routes, outcomes = cascade(p, hybrid, th)
-    out = tx[[c for c in ("transaction_id", "event_time", "customer_id", "is_fraud") if c in tx]].copy()
-    out["xgboost"], out["hybrid"] = p, hybrid
-    out["route"] = [Route(int(r)).name for r in routes]
-    out["decision"] = [Outcome(int(o)).name for o in outcomes]
-    return out
-
-
-def model_scores(x: np.ndarray, booster: Any, deep: HybridNet, mlp: HybridNet | None) -> dict[str, np.ndarray]:
-    """Each model's fraud probability on feature rows x: xgboost, hybrid, mlp_alone."""
-    margin = xgbm.margins(booster, x)
-    lv = xgbm.leaves(booster, x)
-    scores = {"xgboost": xgbm.sigmoid(margin), "hybrid": predict_proba(deep, x, margin, lv)}
-    if mlp is not None:
-        scores["mlp_alone"] = predict_proba(mlp, x, margin, lv)
-    return scores
-
-
-def evaluate_scores(
-    tx: pd.DataFrame,
-    x: np.ndarray,
-    booster: Any,
-    deep: HybridNet,
-    mlp: HybridNet | None,
-    th: Thresholds,
-    review_budget: float,
-) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """The evaluation table on (tx, x), and how the deployed cascade routes it."""
-    y = tx["is_fraud"].to_numpy().astype(bool)
-    et, cust = tx["event_time"].to_numpy(), tx["customer_id"].to_numpy()
-    scores = model_scores(x, booster, deep, mlp)
-    table = {name: detection_metrics(y, s, et, cust, review_budget) for name, s in scores.items()}
-    p = scores["xgboost"]
-    routes, outcomes = cascade(p, scores["hybrid"], th)
-    band = routes == Route.DEEP
-    approve, block = outcomes == Outcome.APPROVE, outcomes == Outcome.BLOCK
-    review = outcomes == Outcome.REVIEW
-    shares = {
-        "band_share": float(band.mean()),
-        "approve_share": float(approve.mean()),
-        "review_share": float(review.mean()),
-        "block_share": float(block.mean()),
-        "fraud_caught_share": float((y & ~approve).sum() / max(y.sum(), 1)),
-        "block_precision": float((y & block).sum() / max(block.sum(), 1)),
-    }
-    return table, shares
-
-
-def scoring_latency(booster: Any, deep: HybridNet, x: np.ndarray, sizes: tuple[int, ...]) -> dict[str, float]:
-    """Median milliseconds to score one batch with XGBoost then the hybrid, per batch size."""
-    out: dict[str, float] = {}
-    for n in sizes:
-        xb = np.resize(x, (n, x.shape[1])).astype(np.float32)
-        runs = []
-        for _ in range(7):
-            t = time.perf_counter()
-            m = xgbm.margins(booster, xb)
-            predict_proba(deep, xb, m, xgbm.leaves(booster, xb))
-            runs.append((time.perf_counter() - t) * 1000)
-        out[str(n)] = float(np.median(runs))
-    return out

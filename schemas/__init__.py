@@ -20,14 +20,16 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 #: name -> (file, fixed schema id)
 BUNDLED: dict[str, tuple[str, int]] = {
     "Transaction": ("transaction.avsc", 1001),
-    "ScoredTransaction": ("scored_transaction.avsc", 1002),
-    "Decision": ("decision.avsc", 1005),
+    "ScoredTransaction": ("scored_transaction.avsc", 1006),
+    "Decision": ("decision.avsc", 1007),
     "Label": ("label.avsc", 1004),
 }
 
 #: earlier schema id -> (name, file): records already on topics under that id
 EARLIER: dict[int, tuple[str, str]] = {
+    1002: ("ScoredTransaction", "scored_transaction.v1.avsc"),
     1003: ("Decision", "decision.v1.avsc"),
+    1005: ("Decision", "decision.v2.avsc"),
 }
 
 
@@ -66,8 +68,14 @@ def wire(name: str) -> dict[str, Any]:
 @cache
 def earlier_wire(schema_id: int) -> dict[str, Any]:
     """The `wire` form of an earlier schema version (see `EARLIER`)."""
-    _, file = EARLIER[schema_id]
-    return wire_of(json.loads((SCHEMA_DIR / file).read_text()))
+    name, file = EARLIER[schema_id]
+    named: dict[str, Any] = {}
+    if name == "ScoredTransaction":
+        parse_schema(_plain(schema_json("Transaction")), named_schemas=named)
+    result = parse_schema(_plain(json.loads((SCHEMA_DIR / file).read_text())), named_schemas=named)
+    if not isinstance(result, dict):
+        raise TypeError(f"schema {file} did not parse to a record")
+    return result
 
 
 def wire_of(raw: dict[str, Any]) -> dict[str, Any]:

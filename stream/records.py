@@ -19,9 +19,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypedDict, cast
+from typing import Any, NamedTuple, TypedDict
 
 from models.decision import Level, Outcome, Route
+from models.featureset import FEATURE_SET_VERSION, N_FEATURES
+from models.sequence import SEQ_WIDTH, SEQUENCE_VERSION
 from stream.errors import PoisonError
 
 
@@ -96,6 +98,13 @@ class Decision:
     latency_ms: float  # decided_at minus the input record's append time
     features: tuple[float, ...] = ()  # what the scores were computed from; () when no state was read
     feature_set_version: str = ""
+    sequence: tuple[float, ...] = ()  # the card sequence the deep score read (stage 2); () otherwise
+    sequence_version: str = ""
+
+    def carries_state(self) -> bool:
+        """Whether it carries the features and card sequence of this build's sets: what an audit can rescore."""
+        return (self.feature_set_version, len(self.features), self.sequence_version, len(self.sequence)) == (
+            FEATURE_SET_VERSION, N_FEATURES, SEQUENCE_VERSION, SEQ_WIDTH)  # fmt: skip
 
     @classmethod
     def of(
@@ -115,10 +124,12 @@ class Decision:
         deep_score: float | None = None,
         features: Sequence[float] = (),
         feature_set_version: str = "",
+        sequence: Sequence[float] = (),
+        sequence_version: str = "",
     ) -> Decision:
         """The decision on `tx`; at most four reasons (name, value, contribution) from `source`.
-        `features` (of `feature_set_version`) are what the scores were computed from: carried so
-        that an audit recomputes exactly what was decided."""
+        `features` (of `feature_set_version`) and `sequence` are what the scores were computed
+        from: carried so that an audit recomputes exactly what was decided."""
         return cls(
             transaction_id=tx["transaction_id"],
             customer_id=tx["customer_id"],
@@ -135,6 +146,8 @@ class Decision:
             latency_ms=float(max(decided_ms - ingest_ms, 0)),
             features=tuple(features),
             feature_set_version=feature_set_version if features else "",
+            sequence=tuple(sequence),
+            sequence_version=sequence_version if sequence else "",
         )
 
     def as_avro(self) -> dict[str, object]:
@@ -156,6 +169,8 @@ class Decision:
             "latency_ms": self.latency_ms,
             "features": list(self.features),
             "feature_set_version": self.feature_set_version,
+            "sequence": list(self.sequence),
+            "sequence_version": self.sequence_version,
         }
 
     @classmethod
@@ -176,6 +191,8 @@ class Decision:
             latency_ms=float(v["latency_ms"]),
             features=tuple(v["features"]),
             feature_set_version=v["feature_set_version"],
+            sequence=tuple(v["sequence"]),
+            sequence_version=v["sequence_version"],
         )
 
 
@@ -193,39 +210,21 @@ class BufferRecord:
     scored_at: int
     source_partition: int
     source_offset: int
+    sequence: tuple[float, ...] = ()  # the card's recent sequence, flattened (models.sequence)
+    sequence_version: str = ""
 
     def as_avro(self) -> dict[str, object]:
-        return {
-            "transaction": self.transaction,
-            "features": list(self.features),
-            "feature_set_version": self.feature_set_version,
-            "xgb_score": self.xgb_score,
-            "xgb_margin": self.xgb_margin,
-            "leaf_indices": list(self.leaf_indices),
-            "model_version": self.model_version,
-            "arm": self.arm,
-            "ingest_time": self.ingest_time,
-            "scored_at": self.scored_at,
-            "source_partition": self.source_partition,
-            "source_offset": self.source_offset,
-        }
+        v: dict[str, object] = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        for f in ("features", "leaf_indices", "sequence"):
+            v[f] = list(v[f])  # type: ignore[call-overload]
+        return v
 
     @classmethod
     def from_avro(cls, v: Mapping[str, Any]) -> BufferRecord:
-        return cls(
-            transaction=cast(Transaction, v["transaction"]),
-            features=tuple(v["features"]),
-            feature_set_version=v["feature_set_version"],
-            xgb_score=float(v["xgb_score"]),
-            xgb_margin=float(v["xgb_margin"]),
-            leaf_indices=tuple(v["leaf_indices"]),
-            model_version=v["model_version"],
-            arm=v["arm"],
-            ingest_time=int(v["ingest_time"]),
-            scored_at=int(v["scored_at"]),
-            source_partition=int(v["source_partition"]),
-            source_offset=int(v["source_offset"]),
-        )
+        fields = {f: v[f] for f in cls.__dataclass_fields__}
+        for f in ("features", "leaf_indices", "sequence"):
+            fields[f] = tuple(fields[f])
+        return cls(**fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,13 +68,29 @@ def train(
         {"metrics": result.table, "data": {"fingerprint": fingerprint(tx), **source}, **result.extra},
     )
     print_table(result.table, result.extra.get("intervals"))
+    if result.extra.get("by_scenario"):
+        print_scenarios(result.extra["by_scenario"])
     console.print(f"thresholds: {result.thresholds.to_dict()}")
     console.print(f"deployed cascade on test: {json.dumps({k: round(v, 4) for k, v in result.extra['cascade_test'].items()})}")
     console.print(
         f"split: test the last {cfg.test_days} days, gap {cfg.gap_days} days, MLPs on {cfg.blend_share:.0%} of the "
         f"training days; feature delay {cfg.delay_days} days"
     )
-    console.print(f"saved {version_dir} in {result.extra['timings_s']['total']:.0f} s")
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.extra["timings_s"].items() if k != "total")
+    console.print(f"saved {version_dir} in {result.extra['timings_s']['total']:.0f} s ({phases})")
+
+
+def print_scenarios(by_scenario: dict[str, dict[str, Any]]) -> None:
+    """Recall at the review budget per fraud scenario (simulated data), with the hybrid's paired difference."""
+    t = Table(title="recall at the review budget per scenario, 95% intervals")
+    for c in ("scenario", "frauds", "xgboost", "hybrid", "hybrid − xgboost"):
+        t.add_column(c, justify="left" if c == "scenario" else "right")
+    for kind, row in by_scenario.items():
+        x, h, d = row["xgboost"], row["hybrid"], row["hybrid − xgboost"]
+        verdict = " noise" if d["low"] <= 0 <= d["high"] else " *"
+        cells = [f"{v['point']:.3f} [{v['low']:.3f}, {v['high']:.3f}]" for v in (x, h)]
+        t.add_row(kind, str(row["frauds"]), *cells, f"{d['point']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{verdict}")
+    console.print(t)
 
 
 def print_table(table: dict[str, dict[str, float]], intervals: dict[str, Any] | None = None) -> None:
@@ -126,13 +142,14 @@ def evaluate(
     from models.artifacts import load_bundle
     from models.dataset import ColumnMap, labels_from_history, normalise, read_table
     from models.intervals import card_bootstrap
-    from models.training import compute_features, evaluate_scores, model_scores, transaction_scores
+    from models.scoring import evaluate_scores, model_scores, transaction_scores
+    from models.training import compute_rows
 
     bundle = load_bundle(model)
     tx = normalise(read_table(data), ColumnMap.parse(columns) if columns else None)
     lab_file = labels or data.with_name(data.stem + ".labels.parquet")
     lab = read_table(lab_file) if lab_file.exists() else labels_from_history(tx, label_delay_days)
-    x = compute_features(tx, lab, bundle.delay_days)
+    x = compute_rows(tx, lab, bundle.delay_days)
     table, cascade = evaluate_scores(tx, x, bundle.booster, bundle.net, bundle.mlp_only, bundle.thresholds, 0.01)
     intervals = None
     if replicates:

@@ -34,8 +34,9 @@ from models.artifacts import ModelBundle
 from models.dataset import read_table
 from models.decision import OUTCOME_NAMES, ROUTE_NAMES, Thresholds
 from models.evaluation import detection_metrics
-from models.features import FeatureEngine, OfflineFeatures
+from models.features import FeatureEngine
 from models.featureset import FEATURE_SET_VERSION
+from models.offline import OfflineFeatures
 from models.units import DAY_MS
 from stream.config import DeepSettings, KafkaSettings
 from stream.errors import ConfigError, PoisonError
@@ -134,18 +135,19 @@ def run(
     delay = bundle.delay_days
     history, window = _event_order(data.history), _event_order(data.window)
     labels = sorted((lab for lab in data.labels if lab.get("is_fraud")), key=lambda lab: lab["label_time"])
-    rebuilt = OfflineFeatures(FeatureEngine(delay)).run([*history, *window], labels)[len(history) :]
-    carried, have = carried_features(window, data.live)
+    rows = OfflineFeatures(FeatureEngine(delay)).rows([*history, *window], labels)[len(history) :]
+    rebuilt, live = rows.x, carried_features(window, data.live)
+    carried, have = live.x, ~np.isnan(live.x).all(axis=1)
     if features == "live" and not have.all():
         raise ConfigError(
             f"features: live — {int((~have).sum())} of {len(window)} window transactions have no published "
             f"feature vector of set {FEATURE_SET_VERSION!r}; use auto or rebuilt"
         )
     use = have if features != "rebuilt" else np.zeros(len(window), dtype=bool)
-    x = rebuilt.copy()
-    x[use] = carried[use]
+    x, seq = rebuilt.copy(), rows.seq.copy()
+    x[use], seq[use] = carried[use], live.seq[use]
     runner = DeviceRunner(bundle.net, torch.device("cpu"), pad_sizes, 1.0)
-    scored = score_both(bundle, runner, x)
+    scored = score_both(bundle, runner, x, seq)
     frauds = {lab["transaction_id"] for lab in labels}
     y = np.array([e["transaction_id"] in frauds for e in window], dtype=bool)
     metrics = measure(window, scored, y, data, bundle, review_budget)

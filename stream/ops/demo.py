@@ -30,7 +30,8 @@ from rich.table import Table
 
 from models.artifacts import list_versions, load_bundle, promote, resolve, save_bundle
 from models.dataset import to_events, to_label_events
-from models.features import FeatureEngine, OfflineFeatures
+from models.features import FeatureEngine
+from models.offline import OfflineFeatures
 from models.simulator import SimConfig, simulate
 from models.training import TrainConfig, train_models
 from models.units import DAY_MS

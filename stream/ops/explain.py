@@ -28,8 +28,9 @@ from models.artifacts import ModelBundle, load_bundle, version_path
 from models.attribution import Attribution, integrated_gradients, tree_shap
 from models.decision import Route
 from models.deep import predict_proba
-from models.features import FeatureEngine, OfflineFeatures
+from models.features import FeatureEngine
 from models.featureset import FEATURE_NAMES, FEATURE_SET_VERSION
+from models.offline import OfflineFeatures
 from models.units import DAY_MS
 from stream.config import KafkaSettings
 from stream.errors import ConfigError, PoisonError, ReproductionError
@@ -156,8 +157,10 @@ def explanation(
     source: str,
     transaction: dict[str, Any] | None = None,
     rebuilt: np.ndarray | None = None,
+    sequence: np.ndarray | None = None,
 ) -> Explanation:
-    """Attributions of `values` with `bundle`, and each published score recomputed (no I/O)."""
+    """Attributions of `values` with `bundle`, and each published score recomputed (no I/O).
+    `sequence`: the card sequence the deep score read; the decision's own when not given."""
     x = values.astype(np.float32)
     margin = xgbm.margins(bundle.booster, x[None, :])
     checks: list[Check] = []
@@ -166,10 +169,17 @@ def explanation(
     deep = None
     if decision.route == Route.DEEP:
         leaves = xgbm.leaves(bundle.booster, x[None, :])
+        flat = np.asarray(decision.sequence if sequence is None else sequence, dtype=np.float32)
+        net = bundle.net
+        if net.arch.seq_len and flat.size != net.arch.seq_len * net.arch.seq_fields:
+            raise ConfigError(
+                f"transaction {decision.transaction_id}: the decision carries no card sequence to recompute its deep score"
+            )
+        seq = flat.reshape(1, net.arch.seq_len, net.arch.seq_fields) if net.arch.seq_len else None
         if decision.deep_score is not None:
-            p = predict_proba(bundle.net, x[None, :], margin, leaves)
+            p = predict_proba(net, x[None, :], margin, leaves, seq)
             checks.append(Check("deep score", float(decision.deep_score), float(p[0])))
-        deep = integrated_gradients(bundle.net, x, float(margin[0]), leaves[0])
+        deep = integrated_gradients(net, x, float(margin[0]), leaves[0], seq)
     shap = tree_shap(bundle.booster, x)
     return Explanation(decision, transaction, x, source, shap, deep, tuple(checks), rebuilt)
 

@@ -15,6 +15,8 @@ import numpy as np
 from models.artifacts import ModelBundle
 from models.decision import Thresholds
 from models.featureset import FEATURE_NAMES, FEATURE_SET_VERSION, N_FEATURES
+from models.offline import FeatureRows
+from models.sequence import N_SEQ, SEQ_LEN
 from models.units import DAY_MS
 from stream.records import Decision
 
@@ -26,16 +28,17 @@ MATURE_ENOUGH = 0.9
 DEGRADED_ROUTES = ("XGB_FALLBACK", "RULES", "SAFE_DEFAULT")
 
 
-def carried_features(window: Sequence[dict[str, Any]], live: dict[str, Decision]) -> tuple[np.ndarray, np.ndarray]:
-    """The feature vectors live decisions published for the window (n, F), and which rows have one."""
+def carried_features(window: Sequence[dict[str, Any]], live: dict[str, Decision]) -> FeatureRows:
+    """The feature vectors (n, F) and card sequences (n, L, S) live decisions published for the
+    window; rows without (see `Decision.carries_state`) hold NaN features."""
     x = np.full((len(window), N_FEATURES), np.nan, dtype=np.float32)
-    have = np.zeros(len(window), dtype=bool)
+    seq = np.zeros((len(window), SEQ_LEN, N_SEQ), dtype=np.float32)
     for i, e in enumerate(window):
         d = live.get(e["transaction_id"])
-        if d is not None and d.feature_set_version == FEATURE_SET_VERSION and len(d.features) == N_FEATURES:
+        if d is not None and d.carries_state():
             x[i] = d.features
-            have[i] = True
-    return x, have
+            seq[i] = np.asarray(d.sequence, dtype=np.float32).reshape(SEQ_LEN, N_SEQ)
+    return FeatureRows(x, seq)
 
 
 def provenance(

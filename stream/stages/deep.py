@@ -101,6 +101,8 @@ class DeepWorker:
                 decided_ms=decided,
                 features=r.features,
                 feature_set_version=r.feature_set_version,
+                sequence=r.sequence,
+                sequence_version=r.sequence_version,
             )
             for r, o in zip(group, outcomes.tolist(), strict=True)
         ]
@@ -113,12 +115,15 @@ class DeepWorker:
         leaves = np.array([r.leaf_indices for r in group], dtype=np.int32)
         if leaves.ndim != 2:
             raise ValidationError("leaf index lists differ in length within the batch")
-        p = runner.scores(x, margin, leaves)
+        if len({len(r.sequence) for r in group}) > 1:
+            raise ValidationError("card sequences differ in length within the batch")
+        seq = np.array([r.sequence for r in group], dtype=np.float32)
+        p = runner.scores(x, margin, leaves, seq)
         outcomes = deep_outcomes(p, bundle.thresholds)
         flagged = np.flatnonzero(outcomes != Outcome.APPROVE)
         reasons: dict[int, list[tuple[str, float, float]]] = {}
         if flagged.size:
-            gxi = runner.gradient_x_input(x[flagged], margin[flagged], leaves[flagged])
+            gxi = runner.gradient_x_input(x[flagged], margin[flagged], leaves[flagged], seq[flagged])
             reasons = dict(zip(flagged.tolist(), top_reasons(gxi, x[flagged], FEATURE_NAMES), strict=True))
         decided = int(time.time() * 1000)
         return [
@@ -137,6 +142,8 @@ class DeepWorker:
                 decided_ms=decided,
                 features=r.features,
                 feature_set_version=r.feature_set_version,
+                sequence=r.sequence,
+                sequence_version=r.sequence_version,
             )
             for i, r in enumerate(group)
         ]

@@ -30,15 +30,18 @@ class Scored:
         return np.where(np.isnan(self.deep_p), self.xgb_p, self.deep_p).astype(np.float32)
 
 
-def score_both(bundle: ModelBundle, runner: DeviceRunner, x: np.ndarray) -> Scored:
-    """Stage 1 then stage 2 on the band, for feature rows x (n, F), through `models.decision.cascade`."""
+def score_both(bundle: ModelBundle, runner: DeviceRunner, x: np.ndarray, seq: np.ndarray | None = None) -> Scored:
+    """Stage 1 then stage 2 on the band, for feature rows x (n, F) and card sequences seq (n, ...),
+    through `models.decision.cascade`."""
     th = bundle.thresholds
     margin = xgbm.margins(bundle.booster, x)
     p = xgbm.sigmoid(margin)
     band = route(p, th.approve_below, th.block_above) == AMBIGUOUS
     deep_p = np.full(len(p), np.nan, dtype=np.float32)
     if band.any():
-        deep_p[band] = runner.scores(x[band], margin[band], xgbm.leaves(bundle.booster, x[band]))
+        deep_p[band] = runner.scores(
+            x[band], margin[band], xgbm.leaves(bundle.booster, x[band]), None if seq is None else seq[band]
+        )
     routes, outcomes = cascade(p, deep_p, th)
     return Scored(p, margin, deep_p, routes, outcomes)
 

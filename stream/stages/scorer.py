@@ -31,6 +31,7 @@ from models.artifacts import ModelBundle
 from models.decision import AMBIGUOUS, Arm, Level, Outcome, Route, assign_arms, route, stage_one, top_reasons
 from models.featureset import FEATURE_NAMES, FEATURE_SET_VERSION, N_FEATURES
 from models.rules import evaluate as evaluate_rules
+from models.sequence import SEQUENCE_VERSION
 from stream.config import FallbackSettings, ScorerSettings, Topics
 from stream.deadletter import dead_letter
 from stream.errors import ArtifactError, DuplicateTransaction, FeatureStoreError
@@ -54,6 +55,7 @@ class _Batch:
     decided: list[Decided] = field(default_factory=list)
     levels: list[Level] = field(default_factory=lambda: [Level.NORMAL])
     xgb_s: float = 0.0
+    seq: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # card sequences, flattened
 
 
 class Scorer:
@@ -71,15 +73,9 @@ class Scorer:
         clock: Callable[[], float] = time.monotonic,
         arms: Sequence[Arm] = (),
     ) -> None:
-        self.codec = codec
-        # No arms configured: one arm that follows the promoted version.
-        self.arms: list[Arm] = list(arms) or [Arm("A", 1.0, None)]
-        self.store = store
-        self.models = models
-        self.topics = topics
-        self.settings = settings
-        self.fallback = fallback
-        self.deep_available = deep_available
+        self.codec, self.store, self.models, self.topics = codec, store, models, topics
+        self.settings, self.fallback, self.deep_available = settings, fallback, deep_available
+        self.arms: list[Arm] = list(arms) or [Arm("A", 1.0, None)]  # none configured: one following the promoted version
         self.features = GuardedFeatures(store, fallback, clock)
         self.xgboost = GuardedXGBoost(fallback, clock)
 
@@ -124,6 +120,8 @@ class Scorer:
         if read.seconds is not None:
             steps["features"] = read.seconds
         x = read.value.features if read.value is not None else None
+        if read.value is not None:
+            b.seq = read.value.sequences.reshape(len(events), -1)
         repeats = read.value.repeats if read.value is not None else np.zeros(len(events), dtype=bool)
         out = [self._repeat(b.decoded[i]) for i in np.flatnonzero(repeats).tolist()]
         arm_idx = assign_arms([e["customer_id"] for e in b.events], self.arms)
@@ -193,6 +191,8 @@ class Scorer:
                     b.decided_at,
                     d.source.partition,
                     d.source.offset,
+                    tuple(b.seq[i].tolist()),
+                    SEQUENCE_VERSION,
                 )
                 b.by_row[i] = Output(self.topics.ambiguous, tx["customer_id"].encode(), self.codec.encode_buffer(record), [])
                 continue
@@ -210,6 +210,8 @@ class Scorer:
                 decided_ms=b.decided_at,
                 features=x[j].tolist(),
                 feature_set_version=FEATURE_SET_VERSION,
+                sequence=b.seq[i].tolist(),
+                sequence_version=SEQUENCE_VERSION,
             )
             self._emit(b, i, decision)
         return Level.NORMAL if deep_ok else Level.XGB_FALLBACK

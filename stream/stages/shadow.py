@@ -27,7 +27,6 @@ from confluent_kafka import Message
 
 from models.artifacts import ModelBundle
 from models.decision import Outcome, Route
-from models.featureset import FEATURE_SET_VERSION, N_FEATURES
 from stream.config import Topics
 from stream.kafka.codec import Codec
 from stream.records import BatchResult, Decision, Output, Transaction
@@ -48,13 +47,13 @@ class ShadowScorer:
         """Shadow decisions for the live decisions that carry features."""
         batch = self.codec.decode_messages("Decision", messages)
         live = [Decision.from_avro(d.value) for d in batch.oks]
-        usable = [d for d in live if d.feature_set_version == FEATURE_SET_VERSION and len(d.features) == N_FEATURES]
+        usable = [d for d in live if d.carries_state()]
         if len(usable) < len(live) or batch.errs:
             log.info("shadow_skipped", without_features=len(live) - len(usable), unreadable=len(batch.errs))
         if not usable:
             return BatchResult([])
         x = np.array([d.features for d in usable], dtype=np.float32)
-        scored = score_both(self.bundle, self.runner, x)
+        scored = score_both(self.bundle, self.runner, x, np.array([d.sequence for d in usable], dtype=np.float32))
         decided = int(time.time() * 1000)
         out: list[Output] = []
         for i, d in enumerate(usable):
@@ -75,6 +74,8 @@ class ShadowScorer:
                 decided_ms=decided,
                 features=d.features,
                 feature_set_version=d.feature_set_version,
+                sequence=d.sequence,
+                sequence_version=d.sequence_version,
             )
             out.append(Output(self.topics.shadow, d.transaction_id.encode(), self.codec.encode_decision(rec), []))
         return BatchResult(out)

@@ -39,8 +39,10 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from models.features import BatchFeatures, FeatureEngine, OfflineFeatures
+from models.features import BatchFeatures, FeatureEngine
 from models.featureset import HISTORY_DTYPE, MAX_HISTORY, N_FEATURES, ring_from_bytes
+from models.offline import OfflineFeatures
+from models.sequence import N_SEQ, SEQ_LEN
 from models.units import DAY_MS
 from stream.errors import FeatureStoreError
 from stream.state.connection import Client
@@ -130,6 +132,7 @@ class RedisFeatureStore:
         if taken.any():
             kept = np.flatnonzero(~taken)
             feats = np.full((len(events), N_FEATURES), np.nan, dtype=np.float32)
+            seqs = np.zeros((len(events), SEQ_LEN, N_SEQ), dtype=np.float32)
             repeats = taken.copy()
             appended: dict[str, np.ndarray] = {}
             counts: dict[tuple[str, int], int] = {}
@@ -139,9 +142,10 @@ class RedisFeatureStore:
                     [events[i] for i in rows], customers, terminals, None if sources is None else [sources[i] for i in rows]
                 )
                 feats[kept] = inner.features
+                seqs[kept] = inner.sequences
                 repeats[kept] = inner.repeats
                 appended, counts = inner.appended, inner.terminal_counts
-            result = BatchFeatures(feats, appended, counts, repeats)
+            result = BatchFeatures(feats, appended, counts, repeats, seqs)
         else:
             result = self.engine.transform(events, customers, terminals, sources)
         self._write_state(result)

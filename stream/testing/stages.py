@@ -13,8 +13,10 @@ import xgboost as xgb
 from models.artifacts import ModelBundle
 from models.decision import Thresholds
 from models.errors import ArtifactError
-from models.features import BatchFeatures, FeatureEngine, OfflineFeatures
+from models.features import BatchFeatures, FeatureEngine
 from models.featureset import N_FEATURES
+from models.offline import OfflineFeatures
+from models.sequence import N_SEQ, SEQ_LEN
 from models.xgb import Forest
 from stream.errors import FeatureStoreError
 
@@ -40,10 +42,12 @@ class MemoryFeatureStore:
                 held = self.claims.setdefault(str(e["transaction_id"]), src)
                 repeats[i] = held != src
         feats = np.full((len(events), N_FEATURES), np.nan, dtype=np.float32)
+        seqs = np.zeros((len(events), SEQ_LEN, N_SEQ), dtype=np.float32)
         kept = np.flatnonzero(~repeats)
         if kept.size:
-            feats[kept] = self.offline.process([events[i] for i in kept.tolist()])
-        return BatchFeatures(feats, {}, {}, repeats)
+            inner = self.offline.process_batch([events[i] for i in kept.tolist()])
+            feats[kept], seqs[kept] = inner.features, inner.sequences
+        return BatchFeatures(feats, {}, {}, repeats, seqs)
 
     def warm_up(self) -> None:
         if self.down:
@@ -97,10 +101,13 @@ def tiny_bundle(
     )
     net = None
     if deep:
+        import torch
+
         from models.deep import DeepArch, HybridNet  # torch: only for stage 2's tests
 
-        net = HybridNet(DeepArch(N_FEATURES, trees)).eval()
-        net.set_scaler(x)
+        torch.manual_seed(seed)
+        net = HybridNet(DeepArch(N_FEATURES, trees, seq_len=SEQ_LEN, seq_fields=N_SEQ)).eval()
+        net.set_scaler(x, rng.uniform(0, 1, size=(60, SEQ_LEN, N_SEQ)).astype(np.float32))
     return ModelBundle(
         version=version,
         path=Path("memory") / version,

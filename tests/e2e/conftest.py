@@ -23,7 +23,8 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from models import xgb as xgbm
 from models.artifacts import load_bundle, save_bundle
 from models.dataset import to_events
-from models.features import FeatureEngine, OfflineFeatures
+from models.features import FeatureEngine
+from models.offline import OfflineFeatures
 from models.simulator import SimConfig, Simulation, simulate
 from models.training import TrainConfig, train_models
 from stream.config import Settings, load_settings

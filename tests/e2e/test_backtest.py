@@ -23,9 +23,10 @@ from models import xgb as xgbm
 from models.artifacts import load_bundle
 from models.deep import predict_proba
 from models.evaluation import detection_metrics
-from models.features import FeatureEngine, OfflineFeatures
+from models.features import FeatureEngine
 from models.featureset import FEATURE_NAMES
-from models.training import compute_features
+from models.offline import OfflineFeatures
+from models.training import compute_rows
 from stream.cli import app
 from stream.errors import ReproductionError
 from stream.kafka.codec import Codec
@@ -109,8 +110,8 @@ def test_backtest_replay_explain_and_shadow(pipeline: Pipeline, trained: Trained
     ordered = bt._event_order(data.history) + bt._event_order(data.window)
     frame = pd.DataFrame(ordered)
     labels = pd.DataFrame(data.labels)
-    x = compute_features(frame, labels, 7)[2000:]
-    np.testing.assert_array_equal(x, rebuilt.features)
+    recomputed = compute_rows(frame, labels, 7)[2000:]
+    np.testing.assert_array_equal(recomputed.x, rebuilt.features)
     # ... and the default scores every row on what live published, which the rebuild misses
     # for the customers warmed outside the topic: the report says so.
     assert result.metrics["features"]["scored_on_live_features"] == 2000
@@ -132,7 +133,7 @@ def test_backtest_replay_explain_and_shadow(pipeline: Pipeline, trained: Trained
     th = bundle.thresholds
     band = (p >= th.approve_below) & (p < th.block_above)
     score = p.copy()
-    score[band] = predict_proba(bundle.net, x[band], margin[band], xgbm.leaves(bundle.booster, x[band]))
+    score[band] = predict_proba(bundle.net, x[band], margin[band], xgbm.leaves(bundle.booster, x[band]), recomputed.seq[band])
     np.testing.assert_allclose(rebuilt.scored.score, score, atol=1e-6)
     y = np.isin(frame["transaction_id"].to_numpy()[2000:], labels["transaction_id"].to_numpy())
     assert y.sum() > 0

@@ -18,8 +18,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from models import xgb as xgbm
 from models.artifacts import load_bundle
-from models.features import FeatureEngine, OfflineFeatures
+from models.features import FeatureEngine
 from models.featureset import HISTORY_DTYPE
+from models.offline import OfflineFeatures
 from stream.deadletter import headers_dict
 from stream.kafka.codec import Codec
 from stream.stages.runtime import DeviceRunner
@@ -62,13 +63,14 @@ def test_every_transaction_gets_exactly_one_decision_matching_offline(pipeline: 
     bundle = load_bundle(trained.root / trained.version)
     th = bundle.thresholds
     delay = int(bundle.manifest["train_config"]["delay_days"])
-    x = OfflineFeatures(FeatureEngine(delay)).run(events)
+    rows = OfflineFeatures(FeatureEngine(delay)).rows(events)
+    x, seq = rows.x, rows.seq
     margin = xgbm.margins(bundle.booster, x)
     p = xgbm.sigmoid(margin)
     band = (p >= th.approve_below) & (p < th.block_above)
     runner = DeviceRunner(bundle.net, torch.device("cpu"), (64, 256, 1024), 0.7)
     deep_p = np.full(len(events), np.nan, dtype=np.float32)
-    deep_p[band] = runner.scores(x[band], margin[band], xgbm.leaves(bundle.booster, x[band]))
+    deep_p[band] = runner.scores(x[band], margin[band], xgbm.leaves(bundle.booster, x[band]), seq[band])
     by_id = {d["transaction_id"]: d for d in decisions}
     routes = Counter()
     for i, ev in enumerate(events):
@@ -82,6 +84,8 @@ def test_every_transaction_gets_exactly_one_decision_matching_offline(pipeline: 
         else:
             assert d["route"] == "DEEP"
             assert d["deep_score"] == pytest.approx(float(deep_p[i]), abs=1e-5)
+            # online = offline for the card sequence too: stage 1 built it from Redis, bit for bit
+            np.testing.assert_array_equal(np.array(d["sequence"], dtype=np.float32), seq[i].reshape(-1))
             expected = "BLOCK" if deep_p[i] >= th.deep_block_above else "REVIEW" if deep_p[i] >= th.review_above else "APPROVE"
             assert d["decision"] == expected
         assert d["model_version"] == trained.version

@@ -9,6 +9,7 @@ import torch
 
 from models.deep import DeepArch, HybridNet
 from models.featureset import N_FEATURES
+from models.sequence import N_SEQ, SEQ_LEN
 from models.xgb import LEAF_SLOTS
 from stream.stages.runtime import DeviceRunner
 
@@ -21,18 +22,19 @@ PADS = (64, 256, 1024)
 def test_cuda_scores_match_cpu(fp16: bool, compile: bool, atol: float) -> None:
     torch.manual_seed(0)
     n_trees = 120
-    net = HybridNet(DeepArch(N_FEATURES, n_trees))
+    net = HybridNet(DeepArch(N_FEATURES, n_trees, seq_len=SEQ_LEN, seq_fields=N_SEQ))
     rng = np.random.default_rng(0)
     n = 2500  # two full chunks of 1024 and one of 452, padded to 1024
     x = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
-    net.set_scaler(x)
+    seq = rng.uniform(0, 3, size=(n, SEQ_LEN * N_SEQ)).astype(np.float32)
+    net.set_scaler(x, seq.reshape(n, SEQ_LEN, N_SEQ))
     margin = rng.normal(size=n).astype(np.float32)
     leaves = rng.integers(0, LEAF_SLOTS, size=(n, n_trees)).astype(np.int32)
     cpu = DeviceRunner(HybridNet(net.arch), torch.device("cpu"), PADS, 1.0)
     cpu.net.load_state_dict(net.state_dict())
     gpu = DeviceRunner(net, torch.device("cuda"), PADS, 0.7, fp16=fp16, compile=compile)
     gpu.warm_up()
-    expected = cpu.scores(x, margin, leaves)
+    expected = cpu.scores(x, margin, leaves, seq)
     for rows in (n, 1, 63, 64, 65, 300):  # every padded size, a partial one each, and the same buffers reused
-        np.testing.assert_allclose(gpu.scores(x[:rows], margin[:rows], leaves[:rows]), expected[:rows], atol=atol)
+        np.testing.assert_allclose(gpu.scores(x[:rows], margin[:rows], leaves[:rows], seq[:rows]), expected[:rows], atol=atol)
     assert gpu.fp16 is fp16

@@ -13,8 +13,9 @@ import pytest
 import redis
 
 from models.dataset import to_events, to_label_events
-from models.features import FeatureEngine, OfflineFeatures
+from models.features import FeatureEngine
 from models.featureset import ring_counts, ring_from_bytes
+from models.offline import OfflineFeatures
 from models.simulator import SimConfig, simulate
 from stream.config import load_settings
 from stream.state.connection import Client, redis_client
@@ -49,7 +50,7 @@ def test_online_equals_offline_with_labels_and_redelivery(redis_env: dict[str, s
     client = _client(redis_env)
     store = RedisFeatureStore(client, uid, 40, FeatureEngine(7))
     assert store.cluster == ("FRAUDSTREAM_REDIS__CLUSTER" in redis_env)
-    online, li = [], 0
+    online, online_seq, li = [], [], 0
     for start in range(0, len(events), 300):
         chunk = events[start : start + 300]
         # Labels reach Redis through the label consumer once their label time has passed.
@@ -59,12 +60,16 @@ def test_online_equals_offline_with_labels_and_redelivery(redis_env: dict[str, s
             li += 1
         store.apply_labels(due)
         store.apply_labels(due)  # a re-delivered label batch counts nothing twice
-        online.append(store.features(chunk).features)
+        result = store.features(chunk)
+        online.append(result.features)
+        online_seq.append(result.sequences)
         if start == 900:
-            again = store.features(chunk).features  # a re-delivered batch: same features, nothing counted twice
-            np.testing.assert_array_equal(again, online[-1])
-    offline = OfflineFeatures(FeatureEngine(7)).run(events, labels, batch=300)
-    np.testing.assert_array_equal(np.concatenate(online), offline)
+            again = store.features(chunk)  # a re-delivered batch: same features and sequences, nothing counted twice
+            np.testing.assert_array_equal(again.features, online[-1])
+            np.testing.assert_array_equal(again.sequences, online_seq[-1])
+    offline = OfflineFeatures(FeatureEngine(7)).rows(events, labels, batch=300)
+    np.testing.assert_array_equal(np.concatenate(online), offline.x)
+    np.testing.assert_array_equal(np.concatenate(online_seq), offline.seq)  # the deep stage's input, bit for bit
     ring = ring_from_bytes(cast(bytes | None, client.get(store.terminal_key(labels[0]["terminal_id"]))))
     assert any(frauds for _, frauds in ring_counts(ring).values())
     client.close()

@@ -19,8 +19,9 @@ from models.artifacts import load_bundle, save_bundle
 from models.deep import predict_proba
 from models.errors import ArtifactError
 from models.featureset import FEATURE_NAMES
+from models.sequence import SEQ_LEN
 from models.simulator import SimConfig, simulate
-from models.training import TrainConfig, compute_features, train_models
+from models.training import TrainConfig, compute_features, compute_rows, train_models
 from stream.cli import app
 
 pytestmark = pytest.mark.integration
@@ -35,11 +36,14 @@ def test_same_data_and_seed_give_identical_metrics_and_outputs() -> None:
     assert a.table == b.table | {k: {**b.table[k], "train_s": a.table[k]["train_s"]} for k in b.table if "train_s" in b.table[k]}
     assert a.thresholds == b.thresholds
     assert a.extra["intervals"] == b.extra["intervals"] and a.extra["intervals"]["replicates"] == 100
-    x = compute_features(sim.transactions.iloc[-2000:], sim.labels.iloc[:0], 7)
+    rows = compute_rows(sim.transactions.iloc[-2000:], sim.labels.iloc[:0], 7)
+    x = rows.x
     ma, mb = xgbm.margins(a.booster, x), xgbm.margins(b.booster, x)
     np.testing.assert_array_equal(ma, mb)
     lv = xgbm.leaves(a.booster, x)
-    np.testing.assert_array_equal(predict_proba(a.deep, x, ma, lv), predict_proba(b.deep, x, mb, lv))
+    np.testing.assert_array_equal(predict_proba(a.deep, x, ma, lv, rows.seq), predict_proba(b.deep, x, mb, lv, rows.seq))
+    assert a.deep.arch.seq_len == SEQ_LEN and a.deep.arch.residual
+    assert set(a.extra["by_scenario"]) <= set(sim.transactions["scenario"]) and a.extra["timings_s"]["hybrid"] > 0
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ SCORED = {
     "scored_at": 1_767_225_600_130,
     "source_partition": 2,
     "source_offset": 42,
+    "sequence": [1.0, 0.5],
+    "sequence_version": "seq1",
 }
 DECISION = {
     "transaction_id": "tx-1",
@@ -42,6 +44,8 @@ DECISION = {
     "latency_ms": 17.0,
     "features": [0.5, -2.0, 3.25],
     "feature_set_version": "fs1",
+    "sequence": [1.0, -0.5],
+    "sequence_version": "seq1",
 }
 LABEL = {
     "transaction_id": "tx-1",
@@ -86,11 +90,34 @@ def test_framing_bytes_are_pinned() -> None:
     )
 
 
-def test_decision_carries_its_features_after_the_v1_fields() -> None:
+def test_decision_carries_its_features_then_its_sequence_after_the_v1_fields() -> None:
     raw = CODEC.encode("Decision", DECISION)
-    assert raw[:5] == b"\x00\x00\x00\x03\xed"  # id 1005
-    # the v1 body, then: 3 floats (block count 3, little-endian float32s, end), "fs1"
-    assert raw.hex().endswith("060000003f000000c0000050400006667331")
+    assert raw[:5] == b"\x00\x00\x00\x03\xef"  # id 1007
+    # the v1 body, then: 3 floats (block count 3, little-endian float32s, end), "fs1",
+    # 2 floats, "seq1"
+    assert raw.hex().endswith("060000003f000000c0000050400006667331040000803f000000bf000873657131")
+
+
+def test_buffer_records_carry_the_sequence_last() -> None:
+    raw = CODEC.encode("ScoredTransaction", SCORED)
+    assert raw[:5] == b"\x00\x00\x00\x03\xee"  # id 1006
+    assert raw.hex().endswith("0454040000803f0000003f000873657131")  # offset 42, [1.0, 0.5], "seq1"
+
+
+def test_records_written_before_the_sequence_still_decode() -> None:
+    import io
+
+    from fastavro import schemaless_writer
+
+    v2 = {k: v for k, v in DECISION.items() if k not in ("sequence", "sequence_version")}
+    buf = io.BytesIO()
+    schemaless_writer(buf, schemas.earlier_wire(1005), v2)
+    decoded = CODEC.decode_decision(frame(1005, buf.getvalue()))
+    assert decoded.sequence == () and decoded.sequence_version == "" and decoded.features == (0.5, -2.0, 3.25)
+    v1 = {k: v for k, v in SCORED.items() if k not in ("sequence", "sequence_version")}
+    buf = io.BytesIO()
+    schemaless_writer(buf, schemas.earlier_wire(1002), v1)
+    assert CODEC.decode("ScoredTransaction", frame(1002, buf.getvalue())) == {**v1, "sequence": [], "sequence_version": ""}
 
 
 def test_decisions_written_before_features_still_decode() -> None:
@@ -98,7 +125,7 @@ def test_decisions_written_before_features_still_decode() -> None:
 
     from fastavro import schemaless_writer
 
-    v1 = {k: v for k, v in DECISION.items() if k not in ("features", "feature_set_version")}
+    v1 = {k: v for k, v in DECISION.items() if k not in ("features", "feature_set_version", "sequence", "sequence_version")}
     buf = io.BytesIO()
     schemaless_writer(buf, schemas.earlier_wire(1003), v1)
     decoded = CODEC.decode_decision(frame(1003, buf.getvalue()))
@@ -109,19 +136,23 @@ def test_decisions_written_before_features_still_decode() -> None:
 def test_bundled_ids_are_stable() -> None:
     assert {n: schemas.fixed_id(n) for n in schemas.BUNDLED} == {
         "Transaction": 1001,
-        "ScoredTransaction": 1002,
-        "Decision": 1005,
+        "ScoredTransaction": 1006,
+        "Decision": 1007,
         "Label": 1004,
     }
-    assert schemas.EARLIER == {1003: ("Decision", "decision.v1.avsc")}
-    assert BundledIds().writer(1005, "Decision") is schemas.wire("Decision")
+    assert schemas.EARLIER == {
+        1002: ("ScoredTransaction", "scored_transaction.v1.avsc"),
+        1003: ("Decision", "decision.v1.avsc"),
+        1005: ("Decision", "decision.v2.avsc"),
+    }
+    assert BundledIds().writer(1007, "Decision") is schemas.wire("Decision")
     assert BundledIds().writer(1003, "Decision") is schemas.earlier_wire(1003)
     with pytest.raises(DecodeError, match="unknown schema id 9"):
         BundledIds().writer(9, "Decision")
     with pytest.raises(DecodeError, match="schema id 1003 is Decision, expected Label"):
         BundledIds().writer(1003, "Label")
-    with pytest.raises(DecodeError, match="schema id 1005 is Decision, expected Label"):
-        BundledIds().writer(1005, "Label")
+    with pytest.raises(DecodeError, match="schema id 1007 is Decision, expected Label"):
+        BundledIds().writer(1007, "Label")
 
 
 def test_unframe_rejects_short_and_null() -> None:

@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from models.features import FeatureEngine, OfflineFeatures
+from models.features import FeatureEngine
 from models.featureset import FEATURE_NAMES, MAX_HISTORY, RING_DAYS, ring_counts, stable_hashes
+from models.offline import OfflineFeatures
 from models.units import DAY_MS, HOUR_MS
 
 T0 = 1_767_225_600_000 + 3 * DAY_MS  # 2026-01-04T00:00Z, a Sunday

@@ -100,6 +100,11 @@ def test_the_decision_contract_documents_every_feature_route_and_outcome_in_orde
     assert f"## Feature dictionary (`{FEATURE_SET_VERSION}`)" in page
     documented = re.findall(r"^\| (\d+) \| `([a-z0-9_]+)` \|", page, flags=re.M)
     assert documented == [(str(i), name) for i, name in enumerate(FEATURE_NAMES)]
+    from models.sequence import SEQ_FIELDS, SEQUENCE_VERSION
+
+    assert f"## Card sequence (`{SEQUENCE_VERSION}`)" in page
+    steps = re.findall(r"^\| s(\d+) \| `([a-z0-9_]+)` \|", page, flags=re.M)
+    assert steps == [(str(i), name) for i, name in enumerate(SEQ_FIELDS)]
     routes = re.findall(r"^\| `([A-Z_]+)` \| ", page, flags=re.M)
     assert routes == [r.name for r in Route]
     for o in Outcome:

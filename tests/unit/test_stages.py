@@ -3,12 +3,14 @@ no broker, no Redis. Every input gets exactly one output; degradation never appr
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
 from confluent_kafka import Message
 
 from models.decision import Level, Outcome, Route, Thresholds
+from models.sequence import SEQ_WIDTH, SEQUENCE_VERSION
 from stream.config import DeepSettings, FallbackSettings, ScorerSettings, Topics, load_settings
 from stream.deadletter import headers_dict
 from stream.errors import FeatureStoreError
@@ -113,6 +115,13 @@ def test_stage_two_decides_every_buffer_record_once_and_falls_back_for_an_unknow
     fallback = decisions(other.process(msgs))  # t1 is not among its versions
     assert len(fallback) == 5 and {d.route for d in fallback} == {Route.XGB_FALLBACK}
     assert all(d.outcome == Outcome.REVIEW for d in fallback if d.score >= 0.5)
+    carried = [CODEC.decode_buffer([m])[0][0][0] for m in msgs]
+    assert {(len(r.sequence), r.sequence_version) for r in carried} == {(SEQ_WIDTH, SEQUENCE_VERSION)}
+    assert {(d.sequence, d.sequence_version) for d in ds} == {(r.sequence, r.sequence_version) for r in carried}
+    # A record written before buffer records carried the sequence: decided from its XGBoost score.
+    bare = dataclasses.replace(carried[0], sequence=(), sequence_version="")
+    old = Message(topic=TOPICS.ambiguous, partition=0, offset=9, key=b"k", value=CODEC.encode_buffer(bare), timestamp=(1, 0))
+    assert [d.route for d in decisions(worker.process([old]))] == [Route.XGB_FALLBACK]
 
 
 def _loop(broker: MemoryBroker, process: object, exactly_once: bool = True) -> tuple[StageLoop, list[object]]:
