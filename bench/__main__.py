@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient
 
 from bench.ceiling import run_ceiling
 from bench.naive import run_naive
+from bench.processes import cpu_seconds, server_pids
 from bench.staircase import STEPS, run_step
 from bench.staircase import table_rows as staircase_rows
 from models.artifacts import load_bundle, resolve
@@ -348,7 +349,7 @@ def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: 
     while len(reader.latencies) < warm and time.monotonic() < deadline:
         time.sleep(0.05)
     reader.reset()
-    pids = {"score": procs[0].pid, "deep": procs[1].pid, "bench": os.getpid()} | local_server_pids()
+    pids = {"score": procs[0].pid, "deep": procs[1].pid, "bench": os.getpid()} | server_pids(s.kafka.bootstrap, s.redis.url)
     cpu_before, t0 = {k: cpu_seconds(pid) for k, pid in pids.items()}, time.monotonic()
     b.send(feed, s.kafka.topics.transactions, warm, count, float(load))
     # Sustained: everything decided within 2 s of the last send (no growing queue).
@@ -384,30 +385,6 @@ def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: 
     figures = ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
     print(f"{'untimed warm-up round, not counted: ' if warm_up else ''}latency {processing} @ {load}/s: {figures}", flush=True)
     return res
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and all its threads so far (Linux /proc); NaN elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def local_server_pids() -> dict[str, int]:
-    """The local broker's and Redis's pids, when they run on this machine (`make up`)."""
-    found: dict[str, int] = {}
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmd = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"kafka.Kafka" in cmd:
-            found["broker"] = int(proc.name)
-        elif cmd.startswith(b"redis-server") or b"/redis-server" in cmd.split(b"\0", 1)[0]:
-            found["redis"] = int(proc.name)
-    return found
 
 
 def gpu(out: dict[str, Any]) -> None:
