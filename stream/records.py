@@ -98,7 +98,7 @@ class Decision:
     latency_ms: float  # decided_at minus the input record's append time
     features: tuple[float, ...] = ()  # what the scores were computed from; () when no state was read
     feature_set_version: str = ""
-    sequence: tuple[float, ...] = ()  # the card sequence the deep score read (stage 2); () otherwise
+    sequence: tuple[float, ...] = ()  # the card sequence the scorer read, on every route (audits rescore with it)
     sequence_version: str = ""
 
     def carries_state(self) -> bool:
