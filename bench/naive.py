@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from typing import cast
 
-import numpy as np
 import xgboost as xgb
 from confluent_kafka import Consumer, Producer
 
+from models.card import CARD_BYTES, append, card_from_bytes, empty_card
 from models.features import FeatureEngine
-from models.featureset import HISTORY_DTYPE, RING_DAYS, TX, ring_add, ring_from_bytes
+from models.featureset import RING_DAYS, TX, ring_add, ring_from_bytes
 from models.units import DAY_MS
 from stream.config import KafkaSettings
 from stream.kafka.codec import Codec
@@ -44,12 +44,13 @@ def run_naive(kafka: KafkaSettings, topic: str, out_topic: str, group: str, keys
             tx = codec.decode("Transaction", msg.value())
             ckey, tkey = keys.customer_key(tx["customer_id"]), keys.terminal_key(tx["terminal_id"])
             blob = cast(bytes | None, r.get(ckey))  # round trip 1
-            hist = np.frombuffer(blob, dtype=HISTORY_DTYPE) if blob else np.zeros(0, HISTORY_DTYPE)
+            card = card_from_bytes(blob) if blob and len(blob) == CARD_BYTES else empty_card()
             ring = ring_from_bytes(cast(bytes | None, r.get(tkey)))  # round trip 2
-            result = engine.transform([tx], {tx["customer_id"]: hist}, {tx["terminal_id"]: ring})
+            result = engine.transform([tx], {tx["customer_id"]: card}, {tx["terminal_id"]: ring})
             row = result.features[0]
             for records in result.appended.values():
-                r.append(ckey, records.tobytes())  # round trip 3
+                append(card, records)
+                r.set(ckey, card.tobytes())  # round trip 3
                 day = int(tx["event_time"]) // DAY_MS
                 ring_add(ring, day, TX, 1)
                 r.setrange(tkey, (day % RING_DAYS) * 12, ring[day % RING_DAYS].tobytes())  # round trip 4

@@ -4,25 +4,29 @@ Features are pure functions of (previous entity state, event) -> (feature vector
 state). `FeatureEngine.transform` runs them over a batch against plain in-memory state;
 the offline store (`OfflineFeatures`) keeps that state in dicts, the online store
 (`stream/state/featurestore.py`) loads it from Redis per micro-batch and writes it back.
-Same code, same vectors. State layouts: `models.featureset`.
+Same code, same vectors. State layouts: `models.featureset`, `models.card`.
 
-A transaction id already among a customer's records is a re-delivery: its features come
-from the records before it and nothing is appended, so updates are idempotent per
-transaction id. Terminal features only look at days older than `delay_days` (labels
-arrive late; fresher risk would be leakage) and only at labels already received.
+A transaction id already in its card's ring is a re-delivery: its features come from the
+records before it and nothing is appended, so updates are idempotent per transaction id.
+Terminal features only look at days older than `delay_days` (labels arrive late; fresher
+risk would be leakage) and only at labels already received.
 
-Column-wise over a batch: each event gets a (MAX_HISTORY,) window of its customer's previous
-records, stored ones then earlier events of the batch — the result does not depend on batching.
+Column-wise over a batch: each event gets a window of its card's previous records, the
+ring's then earlier events of the batch, and the card's day buckets from before the batch.
+That equals applying the events one by one (`_one_by_one`, the reference, also taken for a
+re-delivery or a card's events out of time order) — the result does not depend on batching.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from models.card import EMPTY_BUCKETS, append, empty_card, find, ring_before
 from models.featureset import (
     CHANNEL,
     CHANNEL_IDX,
@@ -31,16 +35,17 @@ from models.featureset import (
     EMPTY_HISTORY,
     HISTORY_DTYPE,
     IDX,
-    MAX_HISTORY,
     N_FEATURES,
+    RECENT,
     RECORD,
     RING_DAYS,
+    RING_RECORDS,
     TERM_IDX,
     TERMINAL_WINDOWS,
     concat_records,
     empty_ring,
 )
-from models.history import Events, customer_block, padded
+from models.history import Events, customer_block, day_windows, padded
 from models.sequence import N_SEQ, SEQ_LEN, sequence_block
 from models.units import DAY_MS, HOUR_MS
 
@@ -57,6 +62,23 @@ class BatchFeatures:
 
 
 EMPTY_RING = empty_ring()
+
+
+def card_block(out: np.ndarray, seqs: np.ndarray, ev: Events, window: np.ndarray, valid: np.ndarray, buckets: np.ndarray) -> None:
+    """Customer features (into `out`) and sequences (into `seqs`) of n events.
+
+    `window` (n, W) HISTORY_DTYPE holds, per event, its card's previous records still in the
+    ring or earlier in the batch, oldest first; `valid` (n, W) marks the real ones (left
+    padding is not); `buckets` (n, DAY_BUCKETS) the card's day buckets.
+    """
+    recent, recent_ok = window[:, -RECENT:], valid[:, -RECENT:]
+    customer_block(out, ev, recent, recent_ok)
+    day_windows(out, ev, window, valid, buckets)
+    amount = ev.amount / 100.0
+    mean_30 = out[:, IDX["cust_mean_30d"]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[:, IDX["amount_over_mean_30d"]] = np.where(mean_30 > 0, amount / np.where(mean_30 > 0, mean_30, 1.0), math.nan)
+    sequence_block(seqs, ev, recent, recent_ok)
 
 
 class FeatureEngine:
@@ -108,8 +130,8 @@ class FeatureEngine:
         """Features of `events` in order, given the state before the batch.
 
         `customers` / `terminals`: the state of every entity the batch touches (missing = never
-        seen; only a history's last MAX_HISTORY records count). `sources`: per event, the
-        delivery it was read from (nonzero; none offline). The inputs are not modified.
+        seen; cards as in `models.card`). `sources`: per event, the delivery it was read from
+        (nonzero; none offline). The inputs are not modified.
         """
         n = len(events)
         feats = np.full((n, N_FEATURES), np.nan, dtype=np.float64)
@@ -119,12 +141,14 @@ class FeatureEngine:
         cids = [e["customer_id"] for e in events]
         first = dict.fromkeys(cids)
         index = {c: u for u, c in enumerate(first)}
-        histories = [customers.get(c, EMPTY_HISTORY)[-MAX_HISTORY:] for c in first]
+        cards = [customers.get(c) for c in first]
+        histories = [EMPTY_HISTORY if card is None else ring_before(card) for card in cards]
+        buckets = np.stack([card["days"][0] if card is not None else EMPTY_BUCKETS for card in cards])
         cust = np.fromiter((index[c] for c in cids), np.int64, n)
-        appended = self._vectorised(ev, cust, histories, feats, seqs)
+        appended = self._vectorised(ev, cust, histories, buckets, feats, seqs)
         repeats = np.zeros(n, dtype=bool)
-        if appended is None:  # a re-delivery or a repeated id in the batch: event by event, the rare path
-            appended, repeats = self._one_by_one(ev, cust, histories, feats, seqs)
+        if appended is None:  # a re-delivery, a repeated id or a late event: event by event, the rare path
+            appended, repeats = self._one_by_one(ev, cust, cards, feats, seqs)
         days = ev.ts // DAY_MS
         tids = [e["terminal_id"] for e in events]
         # Terminal features depend only on (terminal, day) and the state before the batch.
@@ -149,12 +173,13 @@ class FeatureEngine:
         return BatchFeatures(feats.astype(np.float32), records, counts, repeats, seqs.astype(np.float32))
 
     def _vectorised(
-        self, ev: Events, cust: np.ndarray, histories: list[np.ndarray], out: np.ndarray, seqs: np.ndarray
+        self, ev: Events, cust: np.ndarray, histories: list[np.ndarray], buckets: np.ndarray, out: np.ndarray, seqs: np.ndarray
     ) -> dict[int, list[int]] | None:
-        """Customer features when every event is new (appends one record); None when one is not."""
-        n, width = len(cust), MAX_HISTORY
+        """Customer features when every event is new and not older than its card's earlier
+        records (appends one record each); None when one is not."""
         h_len = np.fromiter((len(h) for h in histories), np.int64, len(histories))
         per_cust = np.bincount(cust, minlength=len(histories))
+        n, width = len(cust), RING_RECORDS + int(per_cust.max(initial=0))
         size = h_len + per_cust
         base = np.cumsum(size) - size
         # One array holding, per customer, its stored records then its events of this batch.
@@ -172,40 +197,39 @@ class FeatureEngine:
         idx = own[:, None] - width + np.arange(width)[None, :]
         valid = idx >= base[cust][:, None]
         window = np.take(combined, np.maximum(idx, 0))
-        if (valid & (window["tx"] == ev.tx[:, None])).any():
+        if (valid & ((window["tx"] == ev.tx[:, None]) | (window["ts"] > ev.ts[:, None]))).any():
             return None
-        customer_block(out, ev, window, valid)
-        sequence_block(seqs, ev, window, valid)
+        mine = buckets[cust]
+        if ((mine["n"] > 0) & (mine["day"] > (ev.ts // DAY_MS)[:, None])).any():
+            return None
+        card_block(out, seqs, ev, window, valid, mine)
         appended: dict[int, list[int]] = {}
         for i in order.tolist():
             appended.setdefault(int(cust[i]), []).append(i)
         return appended
 
     def _one_by_one(
-        self, ev: Events, cust: np.ndarray, histories: list[np.ndarray], out: np.ndarray, seqs: np.ndarray
+        self, ev: Events, cust: np.ndarray, cards: list[np.ndarray | None], out: np.ndarray, seqs: np.ndarray
     ) -> tuple[dict[int, list[int]], np.ndarray]:
-        """Customer features event by event: a transaction id already in the history is a
-        re-delivery (same source) or a repeat (another source); either way its features
-        come from the records before it and nothing is appended."""
+        """Customer features event by event, each from the card as the events before it left
+        it: a transaction id already in the ring is a re-delivery (same source) or a repeat
+        (another source); either way its features come from the records before it and
+        nothing is appended."""
         n = len(cust)
-        current = list(histories)
+        current = [empty_card() if card is None else card.copy() for card in cards]
         appended: dict[int, list[int]] = {}
         repeats = np.zeros(n, dtype=bool)
         for i in range(n):
             u = int(cust[i])
-            hist = current[u]
-            seen = np.flatnonzero(hist["tx"] == ev.tx[i])
-            if seen.size:
-                origin = int(hist["src"][seen[0]])
+            card = current[u]
+            seen = find(card, int(ev.tx[i]))
+            if seen is not None:
+                origin = int(card["ring"][0][seen % RING_RECORDS]["src"])
                 repeats[i] = ev.src[i] != 0 and origin not in (0, int(ev.src[i]))
-                prev = hist[: seen[0]]
-            else:
-                prev = hist
-            window, valid = padded(prev)
+            window, valid = padded(ring_before(card, seen), RING_RECORDS)
             one = Events(*(getattr(ev, f)[i : i + 1] for f in ("ts", "amount", "lat", "lon", "dev", "tx", "src")))
-            customer_block(out[i : i + 1], one, window, valid)
-            sequence_block(seqs[i : i + 1], one, window, valid)
-            if not seen.size:
-                current[u] = concat_records([hist, ev.records(slice(i, i + 1))])[-MAX_HISTORY:]
+            card_block(out[i : i + 1], seqs[i : i + 1], one, window, valid, card["days"])
+            if seen is None:
+                append(card, ev.records(slice(i, i + 1)))
                 appended.setdefault(u, []).append(i)
         return appended, repeats

@@ -1,8 +1,11 @@
 """The feature set: names, state layouts, and the helpers both feature stores share.
 
 State (see `models.features` for how it is computed):
-- customer: the card's records (`HISTORY_DTYPE`) in arrival order; an event sees the
-  last `MAX_HISTORY` records before it, of which those younger than `HISTORY_DAYS` count.
+- customer: one fixed-size record per card (`CARD_DTYPE`, `models.card`): its last
+  `RING_RECORDS` records (`HISTORY_DTYPE`) and, per UTC day, the count and amount of the
+  records that left them. An event sees its card's last `RECENT` records (those younger than
+  `HISTORY_DAYS` count) for the 1 h / 1 d windows, devices, distance and the sequence, and
+  every record of its card (ring and days) for the 7 d / 30 d windows, counted by day.
 - terminal: per UTC day, the number of transactions and of reported frauds, in a
   ring of `RING_DAYS` slots (`RING_DTYPE`).
 
@@ -18,14 +21,17 @@ import numpy as np
 
 from models.units import DAY_MS, HOUR_MS
 
-FEATURE_SET_VERSION = "fs1"
+FEATURE_SET_VERSION = "fs2"
 # Days a fraud report takes to arrive, when neither the data nor a model version says otherwise:
 # terminal risk only reads days older than the delay.
 DEFAULT_DELAY_DAYS = 7
-MAX_HISTORY = 128
+RECENT = 16  # records the exact-time features and the sequence read
+RING_RECORDS = 2 * RECENT  # records kept: RECENT, and as many again so a redone batch sees what it saw
+DAY_BUCKETS = 32  # days of (count, amount) of the records that left the ring; the longest window is 30
 HISTORY_DAYS = 45
 CHANNELS = ("POS", "ECOM", "ATM", "MOTO", "CONTACTLESS")
 CUSTOMER_WINDOWS = (("1h", HOUR_MS), ("1d", DAY_MS), ("7d", 7 * DAY_MS), ("30d", 30 * DAY_MS))
+EXACT_WINDOWS = 2  # the first ones: exact times over the last RECENT records; the rest: whole days, every record
 TERMINAL_WINDOWS = (1, 7, 30)  # days
 
 # `src` identifies the delivery (topic/partition/offset) an event came from, 0 offline:
@@ -33,6 +39,9 @@ TERMINAL_WINDOWS = (1, 7, 30)  # days
 HISTORY_DTYPE = np.dtype(
     [("tx", "<u8"), ("ts", "<i8"), ("amount", "<i8"), ("lat", "<f8"), ("lon", "<f8"), ("dev", "<u8"), ("src", "<u8")]
 )
+
+BUCKET_DTYPE = np.dtype([("day", "<i4"), ("n", "<i4"), ("sum", "<i8")])
+CARD_DTYPE = np.dtype([("seq", "<u8"), ("ring", HISTORY_DTYPE, (RING_RECORDS,)), ("days", BUCKET_DTYPE, (DAY_BUCKETS,))])
 
 FEATURE_NAMES: tuple[str, ...] = (
     "amount",

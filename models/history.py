@@ -1,4 +1,5 @@
-"""Customer features from a window of the card's previous records, column-wise over a batch."""
+"""Customer features from a window of the card's previous records and its day buckets,
+column-wise over a batch (the state: `models.card`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from models.featureset import CUST_MEAN, CUST_N, HISTORY_DAYS, HISTORY_DTYPE, IDX, MAX_HISTORY, SPANS, stable_hashes
+from models.featureset import (
+    CUST_MEAN,
+    CUST_N,
+    EXACT_WINDOWS,
+    HISTORY_DAYS,
+    HISTORY_DTYPE,
+    IDX,
+    SPANS,
+    stable_hashes,
+)
 from models.units import DAY_MS, HOUR_MS
 
 
@@ -64,27 +74,37 @@ class Events:
         return rec
 
 
-def customer_block(out: np.ndarray, ev: Events, window: np.ndarray, valid: np.ndarray) -> None:
-    """Customer features of n events from their previous records.
+def day_windows(out: np.ndarray, ev: Events, window: np.ndarray, valid: np.ndarray, buckets: np.ndarray) -> None:
+    """The windows past EXACT_WINDOWS, by whole UTC days (the event's and the days before it):
+    every earlier record of the card counts, from the window or from its day's bucket."""
+    day = (ev.ts // DAY_MS)[:, None]
+    rec_day = window["ts"] // DAY_MS
+    b_day, b_n, b_sum = buckets["day"], buckets["n"].astype(np.int64), buckets["sum"]
+    for j in range(EXACT_WINDOWS, len(SPANS)):
+        lo = day - int(SPANS[j] // DAY_MS) + 1
+        inside = valid & (rec_day >= lo) & (rec_day <= day)
+        held = (b_day >= lo) & (b_day <= day)
+        counts = inside.sum(axis=1) + np.where(held, b_n, 0).sum(axis=1)
+        cents = np.where(inside, window["amount"], 0).sum(axis=1) + np.where(held, b_sum, 0).sum(axis=1)
+        out[:, CUST_N[j]] = counts
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, CUST_MEAN[j]] = np.where(counts > 0, (cents / 100.0) / np.maximum(counts, 1), math.nan)
 
-    `window` (n, W) HISTORY_DTYPE holds, per event, the customer's last W records before
-    it, oldest first; `valid` (n, W) marks the real ones (left padding is not).
-    """
+
+def customer_block(out: np.ndarray, ev: Events, window: np.ndarray, valid: np.ndarray) -> None:
+    """Customer features of n events from their last records (`window`, `valid` as in
+    `models.features.card_block`): the exact-time windows, time since the last record, devices, distance."""
     ts = ev.ts[:, None]
     t_prev = window["ts"]
     age = valid & (t_prev > ts - HISTORY_DAYS * DAY_MS)
     amounts = window["amount"] / 100.0
-    for j, span in enumerate(SPANS.tolist()):
+    for j, span in enumerate(SPANS[:EXACT_WINDOWS].tolist()):
         inside = age & (t_prev > ts - span)
         counts = inside.sum(axis=1)
         sums = np.where(inside, amounts, 0.0).sum(axis=1)
         out[:, CUST_N[j]] = counts
         with np.errstate(invalid="ignore", divide="ignore"):
             out[:, CUST_MEAN[j]] = np.where(counts > 0, sums / np.maximum(counts, 1), math.nan)
-    amount = ev.amount / 100.0
-    mean_30 = out[:, IDX["cust_mean_30d"]]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, IDX["amount_over_mean_30d"]] = np.where(mean_30 > 0, amount / np.where(mean_30 > 0, mean_30, 1.0), math.nan)
     rows = np.arange(len(ts))
     width = window.shape[1]
     has_prev = age.any(axis=1)
@@ -118,12 +138,12 @@ def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.
     return result
 
 
-def padded(prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One event's previous records as a (1, W) window and its valid mask."""
-    window = np.zeros((1, MAX_HISTORY), dtype=HISTORY_DTYPE)
-    valid = np.zeros((1, MAX_HISTORY), dtype=bool)
-    k = min(len(prev), MAX_HISTORY)
+def padded(prev: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """One event's previous records as a (1, width) window and its valid mask."""
+    window = np.zeros((1, width), dtype=HISTORY_DTYPE)
+    valid = np.zeros((1, width), dtype=bool)
+    k = min(len(prev), width)
     if k:
-        window[0, MAX_HISTORY - k :] = prev[-k:]
-        valid[0, MAX_HISTORY - k :] = True
+        window[0, width - k :] = prev[-k:]
+        valid[0, width - k :] = True
     return window, valid

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from models.card import append, empty_card
 from models.features import BatchFeatures, FeatureEngine
-from models.featureset import FRAUD, MAX_HISTORY, N_FEATURES, TX, concat_records, empty_ring, ring_add
+from models.featureset import FRAUD, N_FEATURES, TX, empty_ring, ring_add
 from models.sequence import N_SEQ, SEQ_LEN
 from models.units import DAY_MS
 
@@ -34,7 +35,7 @@ class OfflineFeatures:
 
     def __init__(self, engine: FeatureEngine) -> None:
         self.engine = engine
-        self.customers: dict[str, np.ndarray] = {}
+        self.customers: dict[str, np.ndarray] = {}  # customer id -> card (models.card)
         self.terminals: dict[str, np.ndarray] = {}
         self._labelled: set[str] = set()
 
@@ -49,8 +50,7 @@ class OfflineFeatures:
         """A batch's features and sequences, then the state updated as the online store would."""
         result = self.engine.transform(events, self.customers, self.terminals)
         for cid, records in result.appended.items():
-            old = self.customers.get(cid)
-            self.customers[cid] = (records if old is None else concat_records([old, records]))[-MAX_HISTORY:]
+            append(self.customers.setdefault(cid, empty_card()), records)
         for (tid, day), count in result.terminal_counts.items():
             ring_add(self.terminals.setdefault(tid, empty_ring()), day, TX, count)
         return result

@@ -2,8 +2,8 @@
 
 Per event, its customer's last `SEQ_LEN - 1` records younger than `HISTORY_DAYS` then the
 event itself, oldest first and right-aligned (missing steps are all zeros), each step
-described by the `SEQ_FIELDS` below. Computed by the feature engine from the same window
-of stored records as the customer features, so online and offline agree bit for bit; the
+described by the `SEQ_FIELDS` below. Computed by the feature engine from the card's last
+`RECENT` records, as the exact-time customer features, so online and offline agree bit for bit; the
 scorer carries it in the buffer record and stage 2 reads it from there (not from Redis,
 where later events may already have been appended). The stored history holds no
 terminal or channel, so neither is a step field: adding them needs a new feature set.
@@ -19,7 +19,7 @@ from models.featureset import HISTORY_DAYS, HISTORY_DTYPE
 from models.history import Events, haversine_km
 from models.units import DAY_MS, HOUR_MS
 
-SEQUENCE_VERSION = "seq1"
+SEQUENCE_VERSION = "seq2"
 SEQ_LEN = 16
 SEQ_FIELDS: tuple[str, ...] = (
     "present",  # 1 for a real step
@@ -27,7 +27,7 @@ SEQ_FIELDS: tuple[str, ...] = (
     "log_gap_s",  # log1p(seconds since the step before it), 0 for the card's first record
     "log_age_s",  # log1p(seconds before the current event)
     "has_device",
-    "device_first_seen",  # no earlier record of the window has this device
+    "device_first_seen",  # no earlier record of the card's last RECENT has this device
     "device_is_current",  # the current event's device
     "log_dist_km",  # log1p(km from the step before it), 0 when either has no location
     "located",

@@ -26,8 +26,10 @@ from stream.logs import configure
 app = typer.Typer(help="Real-time fraud detection on Kafka.", no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="Model versions.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered records: list, show, re-drive.", no_args_is_help=True)
+state_app = typer.Typer(help="The feature state in Redis.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(state_app, name="state")
 # Not on a terminal (a pipe, a log file, CI): no 80-column wrapping, so tables and error lines
 # stay whole and greppable; COLUMNS still wins when set.
 console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=240, soft_wrap=True)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from stream.cli.app import ConfigOpt, IdleOpt, InstanceOpt, app, command, console, settings_from
+from stream.cli.app import ConfigOpt, IdleOpt, InstanceOpt, app, command, console, settings_from, state_app
 from stream.config import load_settings
 from stream.infra import run_infra
 
@@ -40,6 +40,17 @@ def topics(config: ConfigOpt = None) -> None:
     settings = settings_from(config)
     for name, partitions in ensure_topics(settings.kafka, pipeline_topics(settings.kafka)).items():
         console.print(f"{name}: {partitions} partitions, served")
+
+
+@command(state_app, "migrate")
+def state_migrate(config: ConfigOpt = None) -> None:
+    """Build the fs2 cards from the fs1 histories (scorers stopped): stream/state/migration.py."""
+    from stream.state.connection import redis_client
+    from stream.state.migration import migrate_fs1
+
+    settings = settings_from(config)
+    n = migrate_fs1(redis_client(settings.redis), settings.redis.namespace, settings.redis.ttl_days)
+    console.print(f"built {n:,} fs2 cards in namespace {settings.redis.namespace}")
 
 
 @command(app)

@@ -34,6 +34,13 @@ class Pacer:
         self.producer.poll(0)
 
 
+def delivery_timeout_s(kafka: KafkaSettings) -> float:
+    """How long the producer keeps retrying a record before it reports it failed."""
+    conf = kafka.producer_config(None)
+    ms = conf.get("message.timeout.ms", conf.get("delivery.timeout.ms", 300_000))
+    return int(ms) / 1000
+
+
 def produce_stream(
     kafka: KafkaSettings,
     events: Sequence[Mapping[str, Any]],
@@ -47,8 +54,9 @@ def produce_stream(
     paced about every millisecond. Pass a `producer` to keep one warm across calls.
 
     Returns (transactions sent, labels sent) — fewer when `stop` ended it early — once the
-    broker has acknowledged every record; BrokerError when any was refused or is still
-    unacknowledged 30 s after the last.
+    broker has acknowledged every record. A broker that is away is waited for as long as the
+    producer's delivery timeout, which gives every record a report; BrokerError when any was
+    refused or timed out.
     """
     codec = codec_for(kafka)
     if producer is None:
@@ -95,10 +103,15 @@ def produce_stream(
         pacer.sent(i)
         if on_progress is not None and i % 50 == 49:
             on_progress(sent)
-    unacknowledged = producer.flush(30)
+    # librdkafka reports every record within its delivery timeout (retrying through a broker
+    # restart until then), so waiting that long, plus a margin, never cuts off a recovery.
+    wait_s = delivery_timeout_s(kafka) + 10
+    unacknowledged = producer.flush(wait_s)
     if failed or unacknowledged:
         first = f" (first: {failed[0].str()})" if failed else ""
-        raise BrokerError(f"{len(failed)} records refused by the broker{first}, {unacknowledged} unacknowledged after 30 s")
+        raise BrokerError(
+            f"{len(failed)} records refused by the broker{first}, {unacknowledged} unacknowledged after {wait_s:.0f} s"
+        )
     if on_progress is not None:
         on_progress(sent)
     return sent, sent_labels

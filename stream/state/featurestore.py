@@ -3,7 +3,7 @@
 Key layout (golden-tested; `ns` keeps live and backtest state apart, the braces are
 Redis Cluster hash tags):
 
-    fs:{ns}:{c:<customer>}            string  customer history: HISTORY_DTYPE records, appended
+    fs:{ns}:{c:<customer>}:fs2        string  the card's state (models.card), CARD_DTYPE, fixed size
     fs:{ns}:{t:<terminal>}            string  terminal ring: RING_DAYS x (day, tx, frauds) int32 LE
     fs:{ns}:{t:<terminal>}:labels     set     transaction ids whose fraud label counted
     fs:{ns}:{x:<transaction id>}      string  the record (source id) the id was first decided from
@@ -13,11 +13,13 @@ Per micro-batch: one round trip that claims each transaction id for its record
 another — under any customer — is a repeat, dead-lettered by the scorer and never
 decided twice; the same record delivered again keeps its claim) and reads every
 entity the batch touches (MGET), the pure feature
-computation, then one script call that appends the new history records and bumps
+computation, then one script call that appends the new records to the cards and bumps
 the terminal counts — atomically, so a re-delivered batch (its ids already in the
-histories) gets the same features and counts nothing twice. Histories are appended
-and cut back to their last MAX_HISTORY records once they pass twice that, so a
-write moves the new records only.
+rings) gets the same features and counts nothing twice. A write sends the new records
+only; the script applies them to the card in Redis as `models.card.append` does.
+
+The card key carries the feature set version, so a build of another set never reads it;
+fs1 histories become fs2 cards with `fraudstream state migrate` (`stream.state.migration`).
 
 On a Redis Cluster (`redis.cluster`) the same round trips go through a cluster pipeline,
 which sends each node the commands for its slots: the reads become one GET per key (MGET
@@ -39,8 +41,9 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from models.card import CARD_BYTES, card_from_bytes
 from models.features import BatchFeatures, FeatureEngine
-from models.featureset import HISTORY_DTYPE, MAX_HISTORY, N_FEATURES, ring_from_bytes
+from models.featureset import FEATURE_SET_VERSION, N_FEATURES, ring_from_bytes
 from models.offline import OfflineFeatures
 from models.sequence import N_SEQ, SEQ_LEN
 from models.units import DAY_MS
@@ -48,7 +51,11 @@ from stream.errors import FeatureStoreError
 from stream.state.connection import Client
 from stream.state.scripts import COUNT_LABELS, WRITE_BATCH
 
-_RECORD_BYTES = HISTORY_DTYPE.itemsize
+
+def _cards(customer_ids: Sequence[str], blobs: Sequence[bytes | None]) -> dict[str, np.ndarray]:
+    """Cards from their stored bytes; a blob of another size counts as never seen, as in the
+    write script, which replaces it."""
+    return {c: card_from_bytes(b) for c, b in zip(customer_ids, blobs, strict=True) if b and len(b) == CARD_BYTES}
 
 
 class RedisFeatureStore:
@@ -64,7 +71,7 @@ class RedisFeatureStore:
         self._labels = client.register_script(COUNT_LABELS)
 
     def customer_key(self, customer_id: str) -> str:
-        return f"fs:{self.ns}:{{c:{customer_id}}}"
+        return f"fs:{self.ns}:{{c:{customer_id}}}:{FEATURE_SET_VERSION}"
 
     def terminal_key(self, terminal_id: str) -> str:
         return f"fs:{self.ns}:{{t:{terminal_id}}}"
@@ -102,7 +109,7 @@ class RedisFeatureStore:
         else:
             blobs = cast(list[bytes | None], replies[len(claims)]) if keys else []
         nc = len(customer_ids)
-        customers = {c: np.frombuffer(b, dtype=HISTORY_DTYPE) for c, b in zip(customer_ids, blobs[:nc], strict=True) if b}
+        customers = _cards(customer_ids, blobs[:nc])
         terminals = {t: ring_from_bytes(b) for t, b in zip(terminal_ids, blobs[nc:], strict=True) if b}
         return taken, customers, terminals
 
@@ -117,7 +124,7 @@ class RedisFeatureStore:
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreError(f"feature read failed: {exc}") from exc
         nc = len(customer_ids)
-        customers = {c: np.frombuffer(b, dtype=HISTORY_DTYPE) for c, b in zip(customer_ids, blobs[:nc], strict=True) if b}
+        customers = _cards(customer_ids, blobs[:nc])
         terminals = {t: ring_from_bytes(b) for t, b in zip(terminal_ids, blobs[nc:], strict=True) if b}
         return customers, terminals
 
@@ -152,9 +159,9 @@ class RedisFeatureStore:
         return result
 
     def _write_state(self, result: BatchFeatures) -> None:
-        """The batch's new history records and terminal counts, in one script call (a cluster:
+        """The batch's new card records and terminal counts, in one script call (a cluster:
         one per key; the arguments are the same layout, cut per key)."""
-        head: list[Any] = [self.ttl_ms, MAX_HISTORY * _RECORD_BYTES, 2 * MAX_HISTORY * _RECORD_BYTES]
+        head: list[Any] = [self.ttl_ms]
         calls: list[tuple[list[str], list[Any]]] = []
         customers = [(self.customer_key(c), records.tobytes()) for c, records in result.appended.items()]
         by_terminal: dict[str, list[int]] = {}

@@ -7,7 +7,8 @@ script may only touch keys of one hash slot, so the store calls it once per enti
 
 from __future__ import annotations
 
-from models.featureset import RING_DAYS
+from models.featureset import BUCKET_DTYPE, DAY_BUCKETS, HISTORY_DTYPE, RING_DAYS, RING_RECORDS
+from models.units import DAY_MS
 
 # Shared by both scripts: add ARGV-given count to a ring slot (column 2 = tx, 3 = frauds),
 # mirroring models.features.ring_add: a slot holding an older day is reset first, one
@@ -27,18 +28,67 @@ local function bump(key, day, col, count)
 end
 """
 
-# KEYS: customer keys, then terminal keys. ARGV: #customers, ttl ms, bytes kept, bytes
-# that trigger a cut, one blob per customer, then per terminal: #days, (day, count)...
+# Mirrors models.card.append: a card is seq (u8), RING_RECORDS records, DAY_BUCKETS buckets
+# of (day i4, n i4, amount i8); a record whose id is in the ring is skipped, the record whose
+# slot is taken moves into its day's bucket (reset when it holds an older day, the record
+# dropped when it holds a later one). Ids are compared as their 8 bytes (Lua numbers are doubles).
+_CARD = f"""
+local REC, R, B, BUCKET, DAY = {HISTORY_DTYPE.itemsize}, {RING_RECORDS}, {DAY_BUCKETS}, {BUCKET_DTYPE.itemsize}, {DAY_MS}
+local RING0 = 8
+local DAYS0 = RING0 + R * REC
+local SIZE = DAYS0 + B * BUCKET
+local function to_bucket(days, ts, amount)
+  local day = math.floor(ts / DAY)
+  local b = day % B
+  local d, n, sum = struct.unpack('<i4i4i8', days[b])
+  if d ~= day then
+    if d > day then return end
+    n, sum = 0, 0
+  end
+  days[b] = struct.pack('<i4i4i8', day, n + 1, sum + amount)
+end
+local function card_append(key, recs, ttl)
+  local card = redis.call('GET', KEYS[key])
+  if (not card) or #card ~= SIZE then card = string.rep(string.char(0), SIZE) end
+  local lo, hi = struct.unpack('<I4I4', card)
+  local seq = lo + hi * 4294967296
+  local ring, days = {{}}, {{}}
+  for s = 0, R - 1 do ring[s] = string.sub(card, RING0 + s * REC + 1, RING0 + (s + 1) * REC) end
+  for b = 0, B - 1 do days[b] = string.sub(card, DAYS0 + b * BUCKET + 1, DAYS0 + (b + 1) * BUCKET) end
+  for r = 0, #recs / REC - 1 do
+    local rec = string.sub(recs, r * REC + 1, (r + 1) * REC)
+    local tx, held = string.sub(rec, 1, 8), false
+    for s = math.max(0, seq - R), seq - 1 do
+      if string.sub(ring[s % R], 1, 8) == tx then held = true break end
+    end
+    if not held then
+      local slot = seq % R
+      if seq >= R then
+        local ts, amount = struct.unpack('<i8i8', ring[slot], 9)
+        to_bucket(days, ts, amount)
+      end
+      ring[slot] = rec
+      seq = seq + 1
+    end
+  end
+  local parts = {{struct.pack('<I4I4', seq % 4294967296, math.floor(seq / 4294967296))}}
+  for s = 0, R - 1 do parts[#parts + 1] = ring[s] end
+  for b = 0, B - 1 do parts[#parts + 1] = days[b] end
+  redis.call('SET', KEYS[key], table.concat(parts), 'PX', ttl)
+end
+"""
+
+# KEYS: customer keys, then terminal keys. ARGV: #customers, ttl ms, one blob of records
+# per customer, then per terminal: #days, (day, count)...
 WRITE_BATCH = (
     _BUMP
+    + _CARD
     + """
-local nc, ttl, keep, cap = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local a = 5
+local nc, ttl = tonumber(ARGV[1]), ARGV[2]
+local a = 3
 for i = 1, nc do
-  local len = redis.call('APPEND', KEYS[i], ARGV[a])
+  card_append(i, ARGV[a], ttl)
   a = a + 1
-  if len > cap then redis.call('SET', KEYS[i], redis.call('GETRANGE', KEYS[i], len - keep, len - 1)) end
-  redis.call('PEXPIRE', KEYS[i], ttl)
 end
 for i = nc + 1, #KEYS do
   local days = tonumber(ARGV[a])

@@ -18,8 +18,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from models import xgb as xgbm
 from models.artifacts import load_bundle
+from models.card import card_from_bytes
 from models.features import FeatureEngine
-from models.featureset import HISTORY_DTYPE
 from models.offline import OfflineFeatures
 from stream.deadletter import headers_dict
 from stream.kafka.codec import Codec
@@ -101,8 +101,8 @@ def _customer_counts(pipeline: Pipeline, customers: set[str]) -> dict[str, int]:
     ns = pipeline.settings.redis.namespace
     out = {}
     for c in customers:
-        blob = client.get(f"fs:{ns}:{{c:{c}}}")
-        out[c] = len(np.frombuffer(cast(bytes, blob), dtype=HISTORY_DTYPE)) if blob else 0
+        blob = client.get(f"fs:{ns}:{{c:{c}}}:fs2")
+        out[c] = int(card_from_bytes(cast(bytes, blob))["seq"][0]) if blob else 0
     client.close()
     return out
 

@@ -14,7 +14,7 @@ import redis
 
 from models.dataset import to_events, to_label_events
 from models.features import FeatureEngine
-from models.featureset import ring_counts, ring_from_bytes
+from models.featureset import HISTORY_DTYPE, RING_RECORDS, ring_counts, ring_from_bytes
 from models.offline import OfflineFeatures
 from models.simulator import SimConfig, simulate
 from stream.config import load_settings
@@ -67,9 +67,14 @@ def test_online_equals_offline_with_labels_and_redelivery(redis_env: dict[str, s
             again = store.features(chunk)  # a re-delivered batch: same features and sequences, nothing counted twice
             np.testing.assert_array_equal(again.features, online[-1])
             np.testing.assert_array_equal(again.sequences, online_seq[-1])
-    offline = OfflineFeatures(FeatureEngine(7)).rows(events, labels, batch=300)
+    offline_state = OfflineFeatures(FeatureEngine(7))
+    offline = offline_state.rows(events, labels, batch=300)
     np.testing.assert_array_equal(np.concatenate(online), offline.x)
     np.testing.assert_array_equal(np.concatenate(online_seq), offline.seq)  # the deep stage's input, bit for bit
+    # The write script and models.card.append leave the same bytes, records that left the ring included.
+    cards, _ = store.load(list(offline_state.customers), [])
+    assert {c: k.tobytes() for c, k in cards.items()} == {c: k.tobytes() for c, k in offline_state.customers.items()}
+    assert max(int(k["seq"][0]) for k in cards.values()) > 2 * RING_RECORDS
     ring = ring_from_bytes(cast(bytes | None, client.get(store.terminal_key(labels[0]["terminal_id"]))))
     assert any(frauds for _, frauds in ring_counts(ring).values())
     client.close()
@@ -127,3 +132,39 @@ def test_the_cluster_store_keeps_its_scripts_when_a_node_forgets_them(tmp_path: 
         customers, terminals = store.load(list(offline.customers), list(offline.terminals))
         assert {c: h.tobytes() for c, h in customers.items()} == {c: h.tobytes() for c, h in offline.customers.items()}
         assert {t: r.tobytes() for t, r in terminals.items()} == {t: r.tobytes() for t, r in offline.terminals.items()}
+
+
+def test_migration_builds_each_fs1_history_into_the_card_fs2_would_have_built(infra: LocalInfra, uid: str) -> None:
+    from models.card import card_from_bytes
+    from stream.state.migration import migrate_fs1
+    from stream.testing import sample_transaction
+
+    events = [sample_transaction(i) for i in range(6_000)]  # about 60 a card: records leave the ring
+    offline = OfflineFeatures(FeatureEngine(7))
+    offline.run(events, [], batch=500)
+    client = redis.Redis.from_url(infra.redis_url)
+    # fs1 kept the whole history (its last 128..256 records) at the key without the version.
+    for i, c in enumerate(offline.customers):
+        mine = [e for e in events if e["customer_id"] == c]
+        records = np.zeros(len(mine), dtype=HISTORY_DTYPE)
+        records["tx"] = [int(h) for h in _hashes(mine)]
+        records["ts"] = [e["event_time"] for e in mine]
+        records["amount"] = [e["amount"] for e in mine]
+        records["lat"] = [np.nan if e.get("latitude") is None else e["latitude"] for e in mine]
+        records["lon"] = [np.nan if e.get("longitude") is None else e["longitude"] for e in mine]
+        records["dev"] = [int(d) if e.get("device_id") else 0 for e, d in zip(mine, _hashes(mine, "device_id"), strict=True)]
+        client.set(f"fs:{uid}:{{c:{c}}}", records.tobytes())
+        if i == 0:
+            client.set(f"fs:{uid}-other:{{c:{c}}}", records.tobytes())  # another namespace: untouched
+    assert migrate_fs1(client, uid, 40) == len(offline.customers)
+    assert migrate_fs1(client, uid, 40) == len(offline.customers)  # again: the same cards
+    for c, card in offline.customers.items():
+        assert card_from_bytes(cast(bytes, client.get(f"fs:{uid}:{{c:{c}}}:fs2"))).tobytes() == card.tobytes()
+    assert client.get(f"fs:{uid}-other:{{c:{next(iter(offline.customers))}}}:fs2") is None
+    client.close()
+
+
+def _hashes(events: list[dict[str, object]], field: str = "transaction_id") -> list[int]:
+    from models.featureset import stable_hashes
+
+    return [int(h) for h in stable_hashes([str(e.get(field) or "") for e in events])]

@@ -7,9 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from models.card import ring_before
 from models.features import FeatureEngine
-from models.featureset import FEATURE_NAMES, MAX_HISTORY, RING_DAYS, ring_counts, stable_hashes
+from models.featureset import FEATURE_NAMES, RING_DAYS, RING_RECORDS, ring_counts, stable_hashes
 from models.offline import OfflineFeatures
 from models.units import DAY_MS, HOUR_MS
 
@@ -47,22 +50,33 @@ def test_first_transaction_of_a_customer() -> None:
 
 
 def test_customer_windows_include_the_edge_only_inside() -> None:
-    t = T0 + 12 * HOUR_MS
+    t = T0 + 12 * HOUR_MS  # day D = T0 // DAY_MS
     events = [
-        ev(0, t - 30 * DAY_MS, amount=100),  # exactly 30 days before: outside (window is (t-30d, t])
-        ev(1, t - 30 * DAY_MS + 1, amount=200),  # just inside 30d
-        ev(2, t - DAY_MS, amount=300),  # exactly 1 day before: outside 1d, inside 7d
-        ev(3, t - HOUR_MS + 1, amount=400),  # inside 1h
-        ev(4, t, amount=1000),
+        ev(0, T0 - 29 * DAY_MS - 1, amount=100),  # the last ms of day D-30: outside 30d (days D-29..D)
+        ev(1, T0 - 29 * DAY_MS, amount=200),  # the first ms of day D-29: inside 30d
+        ev(2, T0 - 6 * DAY_MS - 1, amount=300),  # the last ms of day D-7: outside 7d
+        ev(3, T0 - 6 * DAY_MS, amount=400),  # the first ms of day D-6: inside 7d
+        ev(4, t - DAY_MS, amount=500),  # exactly 1 day before: outside 1d, which is exact: (t-1d, t]
+        ev(5, t - HOUR_MS + 1, amount=600),  # inside 1h
+        ev(6, t, amount=1000),
     ]
     row = run(events)[-1]
     assert f(row, "cust_n_1h") == 1
     assert f(row, "cust_n_1d") == 1
-    assert f(row, "cust_n_7d") == 2
-    assert f(row, "cust_n_30d") == 3
-    assert f(row, "cust_mean_30d") == pytest.approx(3.0)
-    assert f(row, "amount_over_mean_30d") == pytest.approx(10.0 / 3.0)
+    assert f(row, "cust_n_7d") == 3
+    assert f(row, "cust_n_30d") == 5
+    assert f(row, "cust_mean_30d") == pytest.approx(4.0)
+    assert f(row, "amount_over_mean_30d") == pytest.approx(10.0 / 4.0)
     assert f(row, "secs_since_prev") == pytest.approx((HOUR_MS - 1) / 1000)
+
+
+def test_day_windows_count_the_records_that_left_the_ring() -> None:
+    n = RING_RECORDS + 40
+    rows = run([ev(i, T0 + i * 600_000, amount=100 * (i + 1)) for i in range(n + 1)])
+    last = rows[-1]
+    assert f(last, "cust_n_7d") == n
+    assert f(last, "cust_mean_7d") == pytest.approx(sum(range(1, n + 1)) / n)
+    assert f(last, "cust_n_1d") == 16  # the exact windows read the last RECENT records only
 
 
 def test_new_device_and_distinct_devices() -> None:
@@ -145,7 +159,7 @@ def test_redelivery_gives_the_same_features_and_counts_nothing_twice() -> None:
     first = store.process(events[:4])
     again = store.process(events[2:6])  # 2 and 3 re-delivered
     np.testing.assert_array_equal(again[:2], first[2:4])
-    assert len(store.customers["c1"]) == 6
+    assert int(store.customers["c1"]["seq"][0]) == 6
     assert ring_counts(store.terminals["m1"]) == {(T0 // DAY_MS): (6, 0)}
 
 
@@ -175,12 +189,15 @@ def test_features_do_not_depend_on_how_events_are_cut_into_batches() -> None:
     np.testing.assert_array_equal(by_event[:, own], one_batch[:, own])
 
 
-def test_history_keeps_the_last_records() -> None:
+def test_the_card_keeps_its_last_records_and_counts_the_others_by_day() -> None:
     store = OfflineFeatures(FeatureEngine(7))
-    store.process([ev(i, T0 + i * 60_000) for i in range(MAX_HISTORY + 10)])
-    assert len(store.customers["c1"]) == MAX_HISTORY
-    assert store.customers["c1"]["ts"][0] == T0 + 10 * 60_000
-    assert ring_counts(store.terminals["m1"])[T0 // DAY_MS][0] == MAX_HISTORY + 10
+    store.process([ev(i, T0 + i * 60_000) for i in range(RING_RECORDS + 10)])
+    card = store.customers["c1"]
+    assert int(card["seq"][0]) == RING_RECORDS + 10
+    kept = ring_before(card)
+    assert len(kept) == RING_RECORDS and kept["ts"][0] == T0 + 10 * 60_000
+    assert [(int(b["day"]), int(b["n"])) for b in card["days"][0] if b["n"]] == [(T0 // DAY_MS, 10)]
+    assert ring_counts(store.terminals["m1"])[T0 // DAY_MS][0] == RING_RECORDS + 10
 
 
 def test_a_redelivery_inside_one_batch_gets_the_same_features_and_is_not_appended() -> None:
@@ -188,7 +205,7 @@ def test_a_redelivery_inside_one_batch_gets_the_same_features_and_is_not_appende
     store.process([ev(i, T0 + i * 60_000) for i in range(5)])
     rows = store.process([ev(500, T0 + 10**8), ev(501, T0 + 10**8 + 1), ev(500, T0 + 10**8)])
     np.testing.assert_array_equal(rows[0], rows[2])
-    assert len(store.customers["c1"]) == 7
+    assert int(store.customers["c1"]["seq"][0]) == 7
     assert ring_counts(store.terminals["m1"])[(T0 + 10**8) // DAY_MS][0] == 2
 
 
@@ -198,3 +215,48 @@ def test_terminal_ring_drops_days_too_old_to_be_read() -> None:
     store.process([ev(0, T0 + RING_DAYS * DAY_MS, customer="a")])  # the slot now holds day + RING_DAYS
     store.apply_label("late", "m1", T0, True)  # a label for the day that slot held before: ignored
     assert ring_counts(store.terminals["m1"]) == {day + RING_DAYS: (1, 0)}
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[dict]:
+    """Events of a few cards, mostly in time order, with late events and repeated ids."""
+    n = draw(st.integers(1, 160))
+    gaps = draw(st.lists(st.integers(0, DAY_MS), min_size=n, max_size=n))
+    out, t = [], T0
+    for i, gap in enumerate(gaps):
+        t += gap
+        late = draw(st.integers(0, 9)) == 0
+        tid = draw(st.integers(0, i)) if draw(st.integers(0, 19)) == 0 else i
+        out.append(ev(tid, t - (draw(st.integers(1, 40)) * DAY_MS if late else 0), amount=draw(st.integers(1, 10**7)),
+                      customer=f"c{draw(st.integers(0, 1))}", device_id=draw(st.sampled_from([None, "dA", "dB"])),
+                      latitude=draw(st.sampled_from([None, 48.0, 45.5]))))  # fmt: skip
+        if out[-1]["latitude"] is not None:
+            out[-1]["longitude"] = 2.0
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(streams(), st.integers(2, 64))
+def test_the_batch_path_equals_the_event_by_event_reference(events: list[dict], batch: int) -> None:
+    by_event = OfflineFeatures(FeatureEngine(7))
+    batched = OfflineFeatures(FeatureEngine(7))
+    one = by_event.rows(events, batch=1)
+    many = batched.rows(events, batch=batch)
+    own = [i for i, name in enumerate(FEATURE_NAMES) if not name.startswith("term_")]
+    np.testing.assert_array_equal(one.x[:, own], many.x[:, own])
+    np.testing.assert_array_equal(one.seq, many.seq)
+    assert {c: k.tobytes() for c, k in by_event.customers.items()} == {c: k.tobytes() for c, k in batched.customers.items()}
+
+
+def test_a_late_event_reads_the_state_the_records_before_it_left() -> None:
+    # A record 32 days older than the bucket its day shares is dropped when it leaves the
+    # ring; an event later still must not count it, in one batch as one by one.
+    d132, d100 = T0 + 132 * DAY_MS, T0 + 100 * DAY_MS
+    events = [ev(i, d132 + i) for i in range(RING_RECORDS)]
+    events += [ev(100, d100)] + [ev(200 + i, d132 + 100 + i) for i in range(RING_RECORDS)]
+    events += [ev(300, d100 + 29 * DAY_MS)]
+    one = run(events)[-1]
+    together = OfflineFeatures(FeatureEngine(7)).process(events)[-1]
+    assert f(one, "cust_n_30d") == 0.0  # the day-100 record was dropped, the day-132 ones are later
+    own = [i for i, name in enumerate(FEATURE_NAMES) if not name.startswith("term_")]  # terminals: read before the batch
+    np.testing.assert_array_equal(one[own], together[own])
