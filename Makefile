@@ -78,6 +78,7 @@ gpu: $(STAMP)
 	$(BIN)/pytest -m gpu -o addopts='-ra --strict-markers --strict-config'
 
 bench: up
+	bash bench/peer/setup.sh
 	$(PY) -m bench
 
 # The long chaos run: its own broker and Redis, the three services as processes, faults

@@ -15,20 +15,22 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from bench import peer
 from bench.ceiling import run_ceiling
 from bench.naive import run_naive
 from bench.processes import cpu_seconds, server_pids
@@ -47,6 +49,7 @@ from stream.ops.feed import Pacer
 from stream.state.featurestore import RedisFeatureStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
+T = TypeVar("T")
 TOPIC_KEYS = ("transactions", "ambiguous", "decisions", "labels", "dlq", "shadow")
 
 
@@ -97,17 +100,18 @@ class Bench:
                 "FRAUDSTREAM_DEEP__GROUP_ID": f"bench-{self.run_id}-{tag}-deep",
                 "FRAUDSTREAM_DEEP__TRANSACTIONAL_ID_PREFIX": f"bench-{self.run_id}-{tag}-deep"}  # fmt: skip
 
-    def settings(self, env: dict[str, str]) -> Settings:
-        """A phase's settings; its topics are created and its Redis namespace warmed. The
+    def settings(self, env: dict[str, str], warm: bool = True) -> Settings:
+        """A phase's settings; its topics are created and (`warm`) its Redis namespace warmed. The
         previous phase's topics and keys are removed first, so the broker and Redis do not
         carry every earlier phase's state (heap, page cache) into this one's figures."""
         self.cleanup()
         s = load_settings(environ=env)
         self.used.append(s)
         ensure_topics(s.kafka, pipeline_topics(s.kafka))
-        client = redis.Redis.from_url(s.redis.url)
-        RedisFeatureStore(client, s.redis.namespace, s.redis.ttl_days, FeatureEngine()).backfill(self.offline)
-        client.close()
+        if warm:
+            client = redis.Redis.from_url(s.redis.url)
+            RedisFeatureStore(client, s.redis.namespace, s.redis.ttl_days, FeatureEngine()).backfill(self.offline)
+            client.close()
         return s
 
     def prefill(self, s: Settings, topic: str, times: int = 1) -> None:
@@ -200,6 +204,21 @@ def throughput(b: Bench, out: dict[str, Any]) -> None:
     out["naive"] = {"records": n, "seconds": secs, "per_s": n / secs}
     print(f"naive baseline: {n / secs:,.0f}/s", flush=True)
 
+    if peer.available():
+        env = b.env("peer")
+        s = b.settings(env, warm=False)  # the peer keeps its state in its own store, and starts it empty
+        b.prefill(s, s.kafka.topics.transactions)
+        state_dir = b.logs / "peer-state"
+        topics = s.kafka.topics
+        rep, cpu = with_cpu(s, lambda: peer.run_peer(s.kafka.bootstrap, topics.transactions, topics.decisions, b.model_dir,
+                                                     f"bench-{b.run_id}-peer", state_dir, b.logs / "peer.log"))  # fmt: skip
+        if rep["records"] != b.n:
+            raise RuntimeError(f"the peer decided {rep['records']} of {b.n} records; see {b.logs / 'peer.log'}")
+        out["peer_quix"] = rep | {"cpu_us_per_record": cpu}
+        print(f"peer (Quix Streams, exactly-once): {rep['per_s']:,.0f}/s; CPU µs per record {cpu}", flush=True)
+    else:
+        print("peer: skipped, no .venv-peer (bash bench/peer/setup.sh makes it)", flush=True)
+
     for processing, tag in (("exactly_once", "s1eos"), ("at_least_once", "s1alos")):
         env = b.env(tag, processing)
         s = b.settings(env)
@@ -209,9 +228,9 @@ def throughput(b: Bench, out: dict[str, Any]) -> None:
         store = RedisFeatureStore(redis.Redis.from_url(s.redis.url), s.redis.namespace, 40, FeatureEngine())
         store.heartbeat("deep", 3600)
         store.client.close()
-        b.service("score", env, tag, "--exit-when-idle", "4").wait(600)
+        _, cpu = with_cpu(s, lambda: b.service("score", env, tag, "--exit-when-idle", "4").wait(600), per=b.n)  # noqa: B023
         rep = b.stopped("score", tag)
-        out[f"stage1_{processing}"] = {"records": rep["records"], "seconds": rep["active_s"],
+        out[f"stage1_{processing}"] = {"records": rep["records"], "seconds": rep["active_s"], "cpu_us_per_record": cpu,
                                       "per_s": rep["records"] / rep["active_s"], "peak_rss_mb": rep["peak_rss_mb"]}  # fmt: skip
         print(
             f"stage 1 ({processing}): {rep['records'] / rep['active_s']:,.0f}/s, peak RSS {rep['peak_rss_mb']:.0f} MB", flush=True
@@ -230,6 +249,26 @@ def throughput(b: Bench, out: dict[str, Any]) -> None:
         n, secs = run_step(step, s, b.n, f"bench-{b.run_id}-step{step}")
         out["staircase"][step] = {"records": n, "seconds": secs, "per_s": n / secs}
         print(f"step {label}: {n / secs:,.0f}/s", flush=True)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def with_cpu(s: Settings, run: Callable[[], T], per: int | None = None) -> tuple[T, dict[str, float]]:
+    """`run()` (which starts a process and waits for it), and the CPU it cost per record in µs:
+    that process's own and the broker's and Redis's over the same time (their idle share
+    included: start-up and the idle exit are inside it). `per`: the records (default: the
+    `records` field of what `run` returns)."""
+    pids = server_pids(s.kafka.bootstrap, s.redis.url)
+    before, child = {k: cpu_seconds(p) for k, p in pids.items()}, _children_cpu()
+    result = run()
+    used = {"process": _children_cpu() - child} | {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
+    n = per if per is not None else int(cast(dict[str, Any], result)["records"])
+    cpu = {k: round(v / n * 1e6, 1) for k, v in used.items()}
+    cpu["total"] = round(sum(cpu.values()), 1)
+    return result, cpu
 
 
 class DecisionReader(threading.Thread):
@@ -407,6 +446,19 @@ def table(out: dict[str, Any]) -> str:
             ("stage 1, at-least-once", f"{out['stage1_at_least_once']['per_s']:,.0f} tx/s"),
             ("stage 1 / naive", f"{s1 / nv:.1f}x"),
             ("stage 1 / ceiling", f"{s1 / c:.0%}"),
+            *(
+                [
+                    ("peer: Quix Streams, exactly-once", f"{out['peer_quix']['per_s']:,.0f} tx/s"),
+                    ("stage 1 / peer", f"{s1 / out['peer_quix']['per_s']:.1f}x"),
+                    (
+                        "CPU µs per transaction, stage 1 / peer (process + broker + Redis)",
+                        f"{out['stage1_exactly_once']['cpu_us_per_record']['total']:,.0f} / "
+                        f"{out['peer_quix']['cpu_us_per_record']['total']:,.0f}",
+                    ),
+                ]
+                if "peer_quix" in out
+                else [("peer: Quix Streams", "not run (no .venv-peer)")]
+            ),
             ("stage 1's work added step by step, in this process:", ""),
             *staircase_rows(out),
             ("stage 2 on CPU", f"{out['stage2_cpu']['per_s']:,.0f} rows/s"),

@@ -1,10 +1,16 @@
-"""Interleaved A/B rounds of the end-to-end latency measurement: the way to tell a change
-from the noise of a shared host. Each variant changes settings through the environment
-and/or runs another checkout's stages; rounds alternate between variants on one broker,
-after the bench's broker warm-up and one untimed round.
+"""Interleaved A/B rounds: the way to tell a change from the noise of a shared host. Each
+variant changes settings through the environment and/or runs another checkout's stages;
+rounds alternate between variants on one broker, after the bench's broker warm-up.
 
     python -m bench.ab --variant wait2=FRAUDSTREAM_SCORER__BATCH__MAX_WAIT_MS=2 --rounds 6
     python -m bench.ab --variant before@../fraudstream-old --rounds 5
+    python -m bench.ab --part stage1 --variant before@../fraudstream-old --rounds 3
+
+`--part latency` (the default): end-to-end latency at a fixed load, after one untimed round.
+`--part stage1`: stage 1's throughput draining a prefilled topic (as `make bench` measures
+it). Each side trains its model and warms its feature state with its own code (the same
+simulated data and training settings), so two checkouts of different feature sets are each
+measured doing their own full work.
 
 A variant is NAME=KEY=VALUE[,KEY=VALUE...] (settings) or NAME@DIR (the stages from the
 checkout in DIR, run with its own code), or NAME@DIR=KEY=VALUE,... for both. The baseline
@@ -15,14 +21,39 @@ round, then every variant's p99 values and their median; writes bench/results/ab
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 
 from bench.__main__ import Bench, Variant, latency, warm_broker, write_results
+from models.features import FeatureEngine
 from stream.config import load_settings
+from stream.state.featurestore import RedisFeatureStore
+
+# Run under each side's code: its own offline features warm the namespaces given (the live
+# part is the bench's: the last N simulated transactions; the rest is history).
+WARM = """
+import sys, redis
+from models.dataset import to_events, to_label_events
+from models.features import FeatureEngine
+from models.offline import OfflineFeatures
+from models.simulator import SimConfig, simulate
+from stream.state.featurestore import RedisFeatureStore
+url, n, namespaces = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+sim = simulate(SimConfig(seed=0))
+cut = int(sim.transactions.iloc[-n:]["event_time"].min())
+offline = OfflineFeatures(FeatureEngine())
+offline.run(to_events(sim.transactions[sim.transactions["event_time"] < cut]),
+            to_label_events(sim.labels[sim.labels["label_time"] < cut]))
+for ns in namespaces:
+    RedisFeatureStore(redis.Redis.from_url(url), ns, 40, FeatureEngine()).backfill(offline)
+"""
 
 
 def parse_variant(text: str) -> Variant:
@@ -49,10 +80,20 @@ def main() -> None:
     parser.add_argument("--load", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--mode", choices=("exactly_once", "at_least_once"), default="at_least_once")
+    parser.add_argument("--part", choices=("latency", "stage1"), default="latency")
     args = parser.parse_args()
     run_id = time.strftime("%Y%m%d%H%M%S")
-    b = Bench(load_settings(), 20_000, f"ab{run_id}")
+    settings = load_settings()
+    from rich.console import Console
+
+    from stream.ops.demo import ensure_model
+
+    ensure_model(settings, Console())
+    b = Bench(settings, 20_000, f"ab{run_id}")
     variants = [Variant("base"), *args.variant]
+    if args.part == "stage1":
+        stage1(b, variants, args.rounds, run_id)
+        return
     out: dict[str, Any] = {"mode": args.mode, "load": args.load, "seconds": args.seconds,
                            "variants": {v.name: {"env": v.env, "code": str(v.code or "")} for v in variants}}  # fmt: skip
     warm_broker(b, out)
@@ -73,6 +114,66 @@ def main() -> None:
         if p99:
             print(f"{name}: p99 {p99}, median {float(np.median(p99)):.1f} ms")
     write_results("ab", run_id, out)
+
+
+def _code_env(code: Path | None) -> dict[str, str]:
+    return {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
+
+
+def train_side(b: Bench, v: Variant) -> Path:
+    """The side's model, trained by its code on the same simulated data and settings."""
+    out = b.logs / f"model-{v.name}" / "v1"
+    cmd = [sys.executable, "-m", "stream", "train", "--out", str(out), "--seed", "0"]
+    with open(b.logs / f"train-{v.name}.log", "wb") as log:
+        subprocess.run(cmd, env=_code_env(v.code), cwd=v.code, stdout=log, stderr=log, check=True, timeout=1800)
+    return out
+
+
+def stage1(b: Bench, variants: list[Variant], rounds: int, run_id: str) -> None:
+    """Stage 1's throughput per side, rounds interleaved, both processing modes."""
+    out: dict[str, Any] = {"part": "stage1", "records": b.n, "variants": {}}
+    models = {}
+    for v in variants:
+        t0 = time.monotonic()
+        models[v.name] = train_side(b, v)
+        out["variants"][v.name] = {"env": v.env, "code": str(v.code or ""), "model": str(models[v.name])}
+        print(f"{v.name}: model trained by its code in {time.monotonic() - t0:.0f} s", flush=True)
+    warm_broker(b, out)
+    per_s: dict[str, list[float]] = {}
+    try:
+        for r in range(rounds):
+            for processing in ("exactly_once", "at_least_once"):
+                for v in variants:
+                    tag = f"r{r}{processing[:3]}{v.name}"
+                    model = models[v.name]
+                    env = {**b.env(tag, processing), **v.env, "FRAUDSTREAM_MODEL__DIR": str(model.parent),
+                           "FRAUDSTREAM_MODEL__VERSION": model.name}  # fmt: skip
+                    s = b.settings(env, warm=False)
+                    subprocess.run([sys.executable, "-c", WARM, s.redis.url, str(b.n), s.redis.namespace],
+                                   env=_code_env(v.code), cwd=v.code, check=True, timeout=900)  # fmt: skip
+                    b.prefill(s, s.kafka.topics.transactions)
+                    store = RedisFeatureStore(redis.Redis.from_url(s.redis.url), s.redis.namespace, 40, FeatureEngine())
+                    store.heartbeat("deep", 3600)  # the band goes to the buffer topic, as with a deep stage up
+                    store.client.close()
+                    b.service("score", env, tag, "--exit-when-idle", "4", code=v.code).wait(600)
+                    rep = b.stopped("score", tag)
+                    rate = rep["records"] / rep["active_s"]
+                    per_s.setdefault(f"{v.name} {processing}", []).append(rate)
+                    print(f"round {r} {v.name} {processing}: {rep['records']:,} in {rep['active_s']:.2f} s = {rate:,.0f}/s, "
+                          f"peak RSS {rep['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+    finally:
+        b.cleanup()
+    out["per_s"] = per_s
+    medians = {k: float(np.median(v)) for k, v in per_s.items()}
+    out["median_per_s"] = medians
+    for processing in ("exactly_once", "at_least_once"):
+        base = medians.get(f"base {processing}")
+        for v in variants[1:]:
+            other = medians.get(f"{v.name} {processing}")
+            if base and other:
+                print(f"stage 1 {processing}: base {base:,.0f}/s, {v.name} {other:,.0f}/s: base / {v.name} = {base / other:.2f}x")
+                out[f"ratio_{processing}_{v.name}"] = base / other
+    write_results("ab-stage1", run_id, out)
 
 
 if __name__ == "__main__":
