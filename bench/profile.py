@@ -31,7 +31,7 @@ from stream.state.featurestore import RedisFeatureStore
 # (label, function as pstats names it: file suffix, function name), cumulative time each.
 PARTS = (
     ("Avro decode of the input", ("stream/kafka/codec.py", "decode_messages")),
-    ("Redis read (one MGET)", ("stream/state/featurestore.py", "load")),
+    ("Redis read (one script: claims and state)", ("stream/state/featurestore.py", "_claim_and_load")),
     ("feature engine", ("models/features.py", "transform")),
     ("Redis write (one script)", ("redis/commands/core.py", "evalsha")),
     ("XGBoost scores (or the numpy tree walk)", ("stream/stages/scorer.py", "_xgboost")),
@@ -50,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 12, 50, 500])
     parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--top", type=int, default=0, help="also print the N functions with the most own time")
     args = parser.parse_args()
     namespace = f"bench-profile-{os.getpid()}"
     settings = load_settings(environ={**os.environ, "FRAUDSTREAM_REDIS__NAMESPACE": namespace})
@@ -89,6 +90,8 @@ def main() -> None:
                 shown += part
                 print(f"  {label:<42} {part / total:6.1%}")
             print(f"  {'routing, records, metrics, the rest':<42} {max(total - shown, 0) / total:6.1%}")
+            if args.top:
+                stats.sort_stats("tottime").print_stats(args.top)
     finally:
         keys = [*client.scan_iter(match=f"fs:{namespace}:*", count=5000), f"hb:{namespace}:deep"]
         for i in range(0, len(keys), 5000):

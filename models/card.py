@@ -15,6 +15,8 @@ transaction id. `stream.state.scripts.WRITE_BATCH` applies the same rules inside
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from models.featureset import BUCKET_DTYPE, CARD_DTYPE, DAY_BUCKETS, EMPTY_HISTORY, HISTORY_DTYPE, RING_RECORDS
@@ -22,6 +24,9 @@ from models.units import DAY_MS
 
 CARD_BYTES = CARD_DTYPE.itemsize
 EMPTY_BUCKETS = np.zeros(DAY_BUCKETS, dtype=BUCKET_DTYPE)
+EMPTY_CARD = np.zeros(1, dtype=CARD_DTYPE)
+# Opaque views: concatenating structured arrays through them skips numpy's field promotion.
+VCARD, VRECORD, VBUCKET = (np.dtype(f"V{d.itemsize}") for d in (CARD_DTYPE, HISTORY_DTYPE, BUCKET_DTYPE))
 
 
 def empty_card() -> np.ndarray:
@@ -36,6 +41,11 @@ def card_from_bytes(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=CARD_DTYPE).copy()
 
 
+def card_view(blob: bytes) -> np.ndarray:
+    """A card over its stored bytes, read-only (no copy: the feature engine copies what it updates)."""
+    return np.frombuffer(blob, dtype=CARD_DTYPE)
+
+
 def ring_before(card: np.ndarray, seq: int | None = None) -> np.ndarray:
     """The ring's records numbered below `seq` (default: all), oldest first."""
     count = int(card["seq"][0])
@@ -46,6 +56,24 @@ def ring_before(card: np.ndarray, seq: int | None = None) -> np.ndarray:
     ring: np.ndarray = card["ring"][0]
     records: np.ndarray = ring[np.arange(start, end) % RING_RECORDS]
     return records
+
+
+def stack(cards: Sequence[np.ndarray | None]) -> np.ndarray:
+    """(U,) CARD_DTYPE of the given (1,) cards (None: never seen), a new array."""
+    return np.concatenate([(EMPTY_CARD if c is None else c).view(VCARD) for c in cards]).view(CARD_DTYPE)
+
+
+def ring_records(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a (U,) CARD_DTYPE array: how many records each ring holds, and those records, card
+    after card, each card's oldest first (what `ring_before` gives one card at a time)."""
+    count = batch["seq"].astype(np.int64)
+    held = np.minimum(count, RING_RECORDS)
+    j = np.arange(RING_RECORDS)
+    slots = ((count - held)[:, None] + j[None, :]) % RING_RECORDS
+    live = j[None, :] < held[:, None]
+    ring = batch["ring"].view(VRECORD)  # opaque records: fancy indexing structured arrays is slow
+    stored: np.ndarray = ring[np.arange(len(batch))[:, None], slots][live].view(HISTORY_DTYPE)
+    return held, stored
 
 
 def find(card: np.ndarray, tx: int) -> int | None:
@@ -83,6 +111,33 @@ def to_bucket(days: np.ndarray, ts: int, amount: int) -> None:
         bucket["day"], bucket["n"], bucket["sum"] = day, 0, 0
     bucket["n"] += 1
     bucket["sum"] += amount
+
+
+def updated(cards: Mapping[str, np.ndarray], appended: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The cards of `appended`'s customers before and after their new records (`append`'s rules,
+    compiled: `models.kernels.append_many`), as two (U,) CARD_DTYPE arrays in `appended`'s order
+    (a card never seen: empty); `cards` (the state read) is untouched."""
+    from models.kernels import append_many
+
+    ids = list(appended)
+    if not ids:
+        return EMPTY_CARD[:0], EMPTY_CARD[:0]
+    before = stack([cards.get(c) for c in ids])
+    after = before.copy()
+    owner = np.repeat(np.arange(len(ids)), [len(appended[c]) for c in ids])
+    append_many(after, owner, np.concatenate([appended[c].view(VRECORD) for c in ids]).view(HISTORY_DTYPE))
+    return before, after
+
+
+def changed_buckets(before: np.ndarray, after: np.ndarray) -> list[bytes]:
+    """Per card of two aligned (U,) arrays, the day buckets `after` holds differently, each as
+    its index (1 byte) and its 16 bytes: what the write script stores in place."""
+    old, new = before["days"].view(VBUCKET), after["days"].view(VBUCKET)
+    rows, cols = np.nonzero(old != new)
+    out = [b""] * len(after)
+    for u, b in zip(rows.tolist(), cols.tolist(), strict=True):
+        out[u] += bytes([b]) + new[u, b].tobytes()
+    return out
 
 
 def card_of_history(history: np.ndarray) -> np.ndarray:

@@ -26,13 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from models.card import EMPTY_BUCKETS, append, empty_card, find, ring_before
+from models.card import append, empty_card, find, ring_before, ring_records, stack
 from models.featureset import (
     CHANNEL,
     CHANNEL_IDX,
     CHANNELS,
     DEFAULT_DELAY_DAYS,
-    EMPTY_HISTORY,
     HISTORY_DTYPE,
     IDX,
     N_FEATURES,
@@ -42,7 +41,6 @@ from models.featureset import (
     RING_RECORDS,
     TERM_IDX,
     TERMINAL_WINDOWS,
-    concat_records,
     empty_ring,
 )
 from models.history import Events, customer_block, day_windows, padded
@@ -142,10 +140,9 @@ class FeatureEngine:
         first = dict.fromkeys(cids)
         index = {c: u for u, c in enumerate(first)}
         cards = [customers.get(c) for c in first]
-        histories = [EMPTY_HISTORY if card is None else ring_before(card) for card in cards]
-        buckets = np.stack([card["days"][0] if card is not None else EMPTY_BUCKETS for card in cards])
+        batch = stack(cards)
         cust = np.fromiter((index[c] for c in cids), np.int64, n)
-        appended = self._vectorised(ev, cust, histories, buckets, feats, seqs)
+        appended = self._vectorised(ev, cust, *ring_records(batch), batch["days"], feats, seqs)
         repeats = np.zeros(n, dtype=bool)
         if appended is None:  # a re-delivery, a repeated id or a late event: event by event, the rare path
             appended, repeats = self._one_by_one(ev, cust, cards, feats, seqs)
@@ -173,18 +170,24 @@ class FeatureEngine:
         return BatchFeatures(feats.astype(np.float32), records, counts, repeats, seqs.astype(np.float32))
 
     def _vectorised(
-        self, ev: Events, cust: np.ndarray, histories: list[np.ndarray], buckets: np.ndarray, out: np.ndarray, seqs: np.ndarray
+        self,
+        ev: Events,
+        cust: np.ndarray,
+        h_len: np.ndarray,
+        stored: np.ndarray,
+        buckets: np.ndarray,
+        out: np.ndarray,
+        seqs: np.ndarray,
     ) -> dict[int, list[int]] | None:
         """Customer features when every event is new and not older than its card's earlier
-        records (appends one record each); None when one is not."""
-        h_len = np.fromiter((len(h) for h in histories), np.int64, len(histories))
-        per_cust = np.bincount(cust, minlength=len(histories))
+        records (appends one record each); None when one is not. `h_len`, `stored`: the
+        cards' ring records (`models.card.ring_records`); `buckets`: their day buckets."""
+        per_cust = np.bincount(cust, minlength=len(h_len))
         n, width = len(cust), RING_RECORDS + int(per_cust.max(initial=0))
         size = h_len + per_cust
         base = np.cumsum(size) - size
         # One array holding, per customer, its stored records then its events of this batch.
         combined = np.zeros(int(size.sum()), dtype=HISTORY_DTYPE)
-        stored = concat_records(histories)
         h_start = np.cumsum(h_len) - h_len
         # (Structured fancy indexing is slow: scatter and gather as opaque records.)
         combined.view(RECORD)[np.repeat(base, h_len) + np.arange(len(stored)) - np.repeat(h_start, h_len)] = stored.view(RECORD)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from models.card import append, empty_card
+from models.card import updated
 from models.features import BatchFeatures, FeatureEngine
 from models.featureset import FRAUD, N_FEATURES, TX, empty_ring, ring_add
 from models.sequence import N_SEQ, SEQ_LEN
@@ -49,8 +49,9 @@ class OfflineFeatures:
     def process_batch(self, events: Sequence[Mapping[str, Any]]) -> BatchFeatures:
         """A batch's features and sequences, then the state updated as the online store would."""
         result = self.engine.transform(events, self.customers, self.terminals)
-        for cid, records in result.appended.items():
-            append(self.customers.setdefault(cid, empty_card()), records)
+        _, after = updated(self.customers, result.appended)
+        for j, cid in enumerate(result.appended):
+            self.customers[cid] = after[j : j + 1].copy()
         for (tid, day), count in result.terminal_counts.items():
             ring_add(self.terminals.setdefault(tid, empty_ring()), day, TX, count)
         return result

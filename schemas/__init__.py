@@ -86,6 +86,12 @@ def wire_of(raw: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def plain_schema(name: str) -> dict[str, Any]:
+    """A bundled schema's JSON without logical types (what `wire` parses)."""
+    result: dict[str, Any] = _plain(schema_json(name))
+    return result
+
+
 def _plain(node: Any) -> Any:
     """A schema JSON with every logicalType annotation dropped."""
     if isinstance(node, dict):

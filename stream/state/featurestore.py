@@ -8,27 +8,22 @@ Redis Cluster hash tags):
     fs:{ns}:{t:<terminal>}:labels     set     transaction ids whose fraud label counted
     fs:{ns}:{x:<transaction id>}      string  the record (source id) the id was first decided from
 
-Per micro-batch: one round trip that claims each transaction id for its record
-(SET NX GET on the id's ledger key: a second record with an id already claimed by
-another — under any customer — is a repeat, dead-lettered by the scorer and never
-decided twice; the same record delivered again keeps its claim) and reads every
-entity the batch touches (MGET), the pure feature
-computation, then one script call that appends the new records to the cards and bumps
-the terminal counts — atomically, so a re-delivered batch (its ids already in the
-rings) gets the same features and counts nothing twice. A write sends the new records
-only; the script applies them to the card in Redis as `models.card.append` does.
-
-The card key carries the feature set version, so a build of another set never reads it;
-fs1 histories become fs2 cards with `fraudstream state migrate` (`stream.state.migration`).
+Per micro-batch: one script call (READ_BATCH) that claims each transaction id for its
+record (SET NX GET on the id's ledger key: a second record with an id already claimed by
+another — under any customer — is a repeat, dead-lettered by the scorer and never decided
+twice; the same record delivered again keeps its claim) and reads every entity the batch
+touches, the pure feature computation, then one script call (WRITE_BATCH) that writes the
+new records and changed day buckets into the cards and bumps the terminal counts —
+atomically, so a re-delivered batch (its ids already in the rings) gets the same features
+and counts nothing twice. The card key carries the feature set version, so a build of
+another set never reads it (fs1 histories become fs2 cards: `stream.state.migration`).
 
 On a Redis Cluster (`redis.cluster`) the same round trips go through a cluster pipeline,
-which sends each node the commands for its slots: the reads become one GET per key (MGET
-cannot cross slots) and the write one script call per entity key. Each call is atomic
-for its key, and a re-delivered batch is still idempotent; what a cluster cannot give is
-atomicity across keys: a batch whose write fails part-way (a primary failing over under
-it) keeps the part written. Its transactions are decided by the fallback chain, are not
-redelivered, and their counts on the keys not written are missing — transactions inside
-an outage, as on a single primary whose write fails.
+each node getting the commands for its slots: one command per key to read, one script call
+per entity key to write. Each call is atomic for its key and a re-delivered batch is still
+idempotent, but a batch whose write fails part-way (a primary failing over under it) keeps
+the part written: its transactions are decided by the fallback chain, are not redelivered,
+and their counts on the keys not written are missing, as on a single primary whose write fails.
 """
 
 from __future__ import annotations
@@ -41,7 +36,8 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from models.card import CARD_BYTES, card_from_bytes
+from models import kernels
+from models.card import CARD_BYTES, card_view, changed_buckets, updated
 from models.features import BatchFeatures, FeatureEngine
 from models.featureset import FEATURE_SET_VERSION, N_FEATURES, ring_from_bytes
 from models.offline import OfflineFeatures
@@ -49,13 +45,16 @@ from models.sequence import N_SEQ, SEQ_LEN
 from models.units import DAY_MS
 from stream.errors import FeatureStoreError
 from stream.state.connection import Client
-from stream.state.scripts import COUNT_LABELS, WRITE_BATCH
+from stream.state.scripts import COUNT_LABELS, READ_BATCH, WRITE_BATCH
+
+State = dict[str, np.ndarray]
 
 
-def _cards(customer_ids: Sequence[str], blobs: Sequence[bytes | None]) -> dict[str, np.ndarray]:
-    """Cards from their stored bytes; a blob of another size counts as never seen, as in the
-    write script, which replaces it."""
-    return {c: card_from_bytes(b) for c, b in zip(customer_ids, blobs, strict=True) if b and len(b) == CARD_BYTES}
+def _split(customer_ids: Sequence[str], terminal_ids: Sequence[str], blobs: Sequence[bytes | None]) -> tuple[State, State]:
+    """Cards and terminal rings from their bytes; a card of another size counts as never seen (the write script replaces it)."""
+    nc = len(customer_ids)
+    cards = {c: card_view(b) for c, b in zip(customer_ids, blobs[:nc], strict=True) if b and len(b) == CARD_BYTES}
+    return cards, {t: ring_from_bytes(b) for t, b in zip(terminal_ids, blobs[nc:], strict=True) if b}
 
 
 class RedisFeatureStore:
@@ -67,6 +66,7 @@ class RedisFeatureStore:
         self.ns = namespace
         self.ttl_ms = ttl_days * DAY_MS
         self.engine = engine
+        self._read = client.register_script(READ_BATCH)
         self._write = client.register_script(WRITE_BATCH)
         self._labels = client.register_script(COUNT_LABELS)
 
@@ -85,33 +85,30 @@ class RedisFeatureStore:
         sources: Sequence[int] | None,
         customer_ids: Sequence[str],
         terminal_ids: Sequence[str],
-    ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    ) -> tuple[np.ndarray, State, State]:
         """(claimed by another record, per event; customer and terminal state), one round trip."""
         claims = [(i, str(int(src))) for i, src in enumerate(sources or []) if src]
         keys = [self.customer_key(c) for c in customer_ids] + [self.terminal_key(t) for t in terminal_ids]
+        ledger = [self.ledger_key(events[i]["transaction_id"]) for i, _ in claims]
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for i, src in claims:
-                pipe.set(self.ledger_key(events[i]["transaction_id"]), src, nx=True, get=True, px=self.ttl_ms)
-            if keys and self.cluster:
+            if self.cluster:  # keys of many slots: a cluster pipeline, one command per key
+                pipe = self.client.pipeline(transaction=False)
+                for key, (_, src) in zip(ledger, claims, strict=True):
+                    pipe.set(key, src, nx=True, get=True, px=self.ttl_ms)
                 for key in keys:
                     pipe.get(key)
-            elif keys:
-                pipe.mget(keys)
-            replies = pipe.execute()
+                replies = pipe.execute()
+            elif ledger or keys:
+                replies = self._read(keys=[*ledger, *keys], args=[len(claims), self.ttl_ms, *(src for _, src in claims)])
+            else:
+                replies = []
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreError(f"feature read failed: {exc}") from exc
         taken = np.zeros(len(events), dtype=bool)
         for (i, src), old in zip(claims, replies, strict=False):
             taken[i] = old is not None and (old.decode() if isinstance(old, bytes) else str(old)) != src
-        if self.cluster:
-            blobs = cast(list[bytes | None], replies[len(claims) :])
-        else:
-            blobs = cast(list[bytes | None], replies[len(claims)]) if keys else []
-        nc = len(customer_ids)
-        customers = _cards(customer_ids, blobs[:nc])
-        terminals = {t: ring_from_bytes(b) for t, b in zip(terminal_ids, blobs[nc:], strict=True) if b}
-        return taken, customers, terminals
+        blobs = cast(list[bytes | None], replies[len(claims) :])
+        return taken, *_split(customer_ids, terminal_ids, blobs)
 
     def load(
         self, customer_ids: Sequence[str], terminal_ids: Sequence[str]
@@ -123,10 +120,7 @@ class RedisFeatureStore:
             blobs = cast(list[bytes | None], read(keys)) if keys else []
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreError(f"feature read failed: {exc}") from exc
-        nc = len(customer_ids)
-        customers = _cards(customer_ids, blobs[:nc])
-        terminals = {t: ring_from_bytes(b) for t, b in zip(terminal_ids, blobs[nc:], strict=True) if b}
-        return customers, terminals
+        return _split(customer_ids, terminal_ids, blobs)
 
     def features(self, events: Sequence[Mapping[str, Any]], sources: Sequence[int] | None = None) -> BatchFeatures:
         """Features of a micro-batch (vectors and repeat flags); state updated idempotently.
@@ -155,23 +149,28 @@ class RedisFeatureStore:
             result = BatchFeatures(feats, appended, counts, repeats, seqs)
         else:
             result = self.engine.transform(events, customers, terminals, sources)
-        self._write_state(result)
+        self._write_state(result, customers)
         return result
 
-    def _write_state(self, result: BatchFeatures) -> None:
-        """The batch's new card records and terminal counts, in one script call (a cluster:
-        one per key; the arguments are the same layout, cut per key)."""
+    def _write_state(self, result: BatchFeatures, cards: Mapping[str, np.ndarray]) -> None:
+        """The batch's card changes and terminal counts, in one script call (a cluster: one per key)."""
         head: list[Any] = [self.ttl_ms]
         calls: list[tuple[list[str], list[Any]]] = []
-        customers = [(self.customer_key(c), records.tobytes()) for c, records in result.appended.items()]
+        # Per card: its count as read, the new records, the day buckets they change (scripts.WRITE_BATCH).
+        before, after = updated(cards, result.appended)
+        read, now, changed = before["seq"].tolist(), after["seq"].tolist(), changed_buckets(before, after)
+        customers = []
+        for j, (c, records) in enumerate(result.appended.items()):
+            expected = read[j] if now[j] == read[j] + len(records) else -1  # -1: the script applies them
+            customers.append((self.customer_key(c), (expected, records.tobytes(), changed[j])))
         by_terminal: dict[str, list[int]] = {}
         for (tid, day), count in result.terminal_counts.items():
             by_terminal.setdefault(self.terminal_key(tid), []).extend((day, count))
         if self.cluster:
-            calls += [([key], [1, *head, blob]) for key, blob in customers]
+            calls += [([key], [1, *head, *blob]) for key, blob in customers]
             calls += [([key], [0, *head, len(pairs) // 2, *pairs]) for key, pairs in by_terminal.items()]
         elif customers or by_terminal:
-            args: list[Any] = [len(customers), *head, *(blob for _, blob in customers)]
+            args: list[Any] = [len(customers), *head, *(part for _, blob in customers for part in blob)]
             for pairs in by_terminal.values():
                 args += [len(pairs) // 2, *pairs]
             calls.append(([key for key, _ in customers] + list(by_terminal), args))
@@ -222,8 +221,10 @@ class RedisFeatureStore:
         return len(pairs)
 
     def warm_up(self) -> None:
-        """Connect and load the scripts now rather than inside the first batch."""
+        """Compile the batch kernel, connect and load the scripts now rather than in the first batch."""
+        kernels.warm_up()
         try:
+            self._read.sha = self.client.script_load(READ_BATCH)
             self._write.sha = self.client.script_load(WRITE_BATCH)
             self._labels.sha = self.client.script_load(COUNT_LABELS)
         except (redis.RedisError, OSError) as exc:

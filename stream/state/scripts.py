@@ -32,54 +32,90 @@ end
 # of (day i4, n i4, amount i8); a record whose id is in the ring is skipped, the record whose
 # slot is taken moves into its day's bucket (reset when it holds an older day, the record
 # dropped when it holds a later one). Ids are compared as their 8 bytes (Lua numbers are doubles).
+#
+# The scorer sends, per card, the record count it read, the new records and the day buckets
+# they change as it computed them (`models.card.updated`: 1 byte of bucket index, then its 16
+# bytes, each). When Redis still holds that count (or, for a card read as new, no card),
+# nothing was appended since the read, where the scorer already left out the ids the ring
+# held: the script writes those bytes in place — the records into their slots, the buckets,
+# the count. Otherwise (another writer came between) it applies the records itself, checking
+# every id against the ring. A write moves the new bytes only, never the whole card.
 _CARD = f"""
 local REC, R, B, BUCKET, DAY = {HISTORY_DTYPE.itemsize}, {RING_RECORDS}, {DAY_BUCKETS}, {BUCKET_DTYPE.itemsize}, {DAY_MS}
 local RING0 = 8
 local DAYS0 = RING0 + R * REC
 local SIZE = DAYS0 + B * BUCKET
-local function to_bucket(days, ts, amount)
-  local day = math.floor(ts / DAY)
-  local b = day % B
-  local d, n, sum = struct.unpack('<i4i4i8', days[b])
-  if d ~= day then
-    if d > day then return end
-    n, sum = 0, 0
+local function card_append(key, expected, recs, changed, ttl)
+  local head = redis.call('GETRANGE', key, 0, 7)
+  local seq = -1
+  if #head == 8 then
+    local lo, hi = struct.unpack('<I4I4', head)
+    seq = lo + hi * 4294967296
+  elseif #head == 0 then
+    seq = 0
   end
-  days[b] = struct.pack('<i4i4i8', day, n + 1, sum + amount)
-end
-local function card_append(key, recs, ttl)
-  local card = redis.call('GET', KEYS[key])
-  if (not card) or #card ~= SIZE then card = string.rep(string.char(0), SIZE) end
-  local lo, hi = struct.unpack('<I4I4', card)
-  local seq = lo + hi * 4294967296
-  local ring, days = {{}}, {{}}
-  for s = 0, R - 1 do ring[s] = string.sub(card, RING0 + s * REC + 1, RING0 + (s + 1) * REC) end
-  for b = 0, B - 1 do days[b] = string.sub(card, DAYS0 + b * BUCKET + 1, DAYS0 + (b + 1) * BUCKET) end
+  if seq == expected and (expected > 0 or #head == 0) then
+    if #head == 0 then redis.call('SET', key, string.rep(string.char(0), SIZE)) end
+    local k = #recs / REC
+    for r = 0, k - 1 do
+      redis.call('SETRANGE', key, RING0 + ((seq + r) % R) * REC, string.sub(recs, r * REC + 1, (r + 1) * REC))
+    end
+    for e = 0, #changed / (BUCKET + 1) - 1 do
+      local at = e * (BUCKET + 1)
+      redis.call('SETRANGE', key, DAYS0 + string.byte(changed, at + 1) * BUCKET, string.sub(changed, at + 2, at + 1 + BUCKET))
+    end
+    seq = seq + k
+    redis.call('SETRANGE', key, 0, struct.pack('<I4I4', seq % 4294967296, math.floor(seq / 4294967296)))
+    redis.call('PEXPIRE', key, ttl)
+    return
+  end
+  local card = redis.call('GET', key)
+  if (not card) or #card ~= SIZE then
+    card = string.rep(string.char(0), SIZE)
+    redis.call('SET', key, card)
+    seq = 0
+  end
+  local function range(off, len)
+    return string.sub(card, off + 1, off + len)
+  end
+  local seq0, written, buckets = seq, {{}}, {{}}
   for r = 0, #recs / REC - 1 do
     local rec = string.sub(recs, r * REC + 1, (r + 1) * REC)
     local tx, held = string.sub(rec, 1, 8), false
     for s = math.max(0, seq - R), seq - 1 do
-      if string.sub(ring[s % R], 1, 8) == tx then held = true break end
+      local slot = s % R
+      local id = written[slot] and string.sub(written[slot], 1, 8) or range(RING0 + slot * REC, 8)
+      if id == tx then held = true break end
     end
     if not held then
       local slot = seq % R
       if seq >= R then
-        local ts, amount = struct.unpack('<i8i8', ring[slot], 9)
-        to_bucket(days, ts, amount)
+        local moved = written[slot] and string.sub(written[slot], 9, 24) or range(RING0 + slot * REC + 8, 16)
+        local ts, amount = struct.unpack('<i8i8', moved)
+        local day = math.floor(ts / DAY)
+        local b = day % B
+        local d, n, sum = struct.unpack('<i4i4i8', buckets[b] or range(DAYS0 + b * BUCKET, BUCKET))
+        if d <= day then
+          if d ~= day then n, sum = 0, 0 end
+          buckets[b] = struct.pack('<i4i4i8', day, n + 1, sum + amount)
+        end
       end
-      ring[slot] = rec
+      written[slot] = rec
       seq = seq + 1
     end
   end
-  local parts = {{struct.pack('<I4I4', seq % 4294967296, math.floor(seq / 4294967296))}}
-  for s = 0, R - 1 do parts[#parts + 1] = ring[s] end
-  for b = 0, B - 1 do parts[#parts + 1] = days[b] end
-  redis.call('SET', KEYS[key], table.concat(parts), 'PX', ttl)
+  if seq ~= seq0 then
+    for slot, rec in pairs(written) do redis.call('SETRANGE', key, RING0 + slot * REC, rec) end
+    for b, bucket in pairs(buckets) do redis.call('SETRANGE', key, DAYS0 + b * BUCKET, bucket) end
+    redis.call('SETRANGE', key, 0, struct.pack('<I4I4', seq % 4294967296, math.floor(seq / 4294967296)))
+  end
+  redis.call('PEXPIRE', key, ttl)
 end
 """
 
-# KEYS: customer keys, then terminal keys. ARGV: #customers, ttl ms, one blob of records
-# per customer, then per terminal: #days, (day, count)...
+# KEYS: customer keys, then terminal keys. ARGV: #customers, ttl ms, per customer the record
+# count the scorer read, its new records and the buckets they change, then per terminal:
+# #days, (day, count)...
 WRITE_BATCH = (
     _BUMP
     + _CARD
@@ -87,8 +123,8 @@ WRITE_BATCH = (
 local nc, ttl = tonumber(ARGV[1]), ARGV[2]
 local a = 3
 for i = 1, nc do
-  card_append(i, ARGV[a], ttl)
-  a = a + 1
+  card_append(KEYS[i], tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ttl)  -- count, records, buckets
+  a = a + 3
 end
 for i = nc + 1, #KEYS do
   local days = tonumber(ARGV[a])
@@ -102,6 +138,21 @@ end
 return #KEYS
 """
 )
+
+# KEYS: ledger keys (one per claimed event), then entity keys. ARGV: #claims, ttl ms, then
+# each claim's source id. Returns the ledger's previous values (false: the id was free), then
+# the entity blobs: the batch's whole read in one call on a single primary.
+READ_BATCH = """
+local nc, ttl = tonumber(ARGV[1]), ARGV[2]
+local out = {}
+for i = 1, nc do
+  out[i] = redis.call('SET', KEYS[i], ARGV[2 + i], 'NX', 'GET', 'PX', ttl)
+end
+for i = nc + 1, #KEYS do
+  out[i] = redis.call('GET', KEYS[i])
+end
+return out
+"""
 
 # KEYS: (terminal key, its labels set) pairs. ARGV: ttl ms, then (transaction id, day) per pair.
 COUNT_LABELS = (

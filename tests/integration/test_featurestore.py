@@ -168,3 +168,25 @@ def _hashes(events: list[dict[str, object]], field: str = "transaction_id") -> l
     from models.featureset import stable_hashes
 
     return [int(h) for h in stable_hashes([str(e.get(field) or "") for e in events])]
+
+
+def test_writers_that_read_the_same_cards_count_each_record_once(redis_env: dict[str, str], uid: str) -> None:
+    """A scorer fenced out mid-batch (its write lands after its successor's) must not count
+    a record twice: the script sees the card moved since that writer's read and checks ids."""
+    from stream.testing import sample_transaction
+
+    events = [{**sample_transaction(i), "customer_id": f"c{i % 3}"} for i in range(120)]
+    client = _client(redis_env)
+    store = RedisFeatureStore(client, uid, 40, FeatureEngine(7))
+    store.features(events[:90])  # 30 records a card: the next ones start evicting
+    cids = [f"c{k}" for k in range(3)]
+    cards, terminals = store.load(cids, [])
+    first = store.engine.transform(events[90:105], cards, terminals)
+    second = store.engine.transform(events[90:120], cards, terminals)  # read the same state, more records
+    store._write_state(first, cards)
+    store._write_state(second, cards)  # stale read: the script applies its records itself, skipping 90..104
+    offline = OfflineFeatures(FeatureEngine(7))
+    offline.run(events, [], batch=30)
+    after, _ = store.load(cids, [])
+    assert {c: k.tobytes() for c, k in after.items()} == {c: k.tobytes() for c, k in offline.customers.items()}
+    client.close()

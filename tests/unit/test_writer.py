@@ -1,0 +1,93 @@
+"""The segmented Avro writer writes the bytes fastavro writes, for every schema that has one."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from fastavro import schemaless_writer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import schemas
+from stream.kafka.writer import float_array, varint, writer_for
+from stream.testing import sample_transaction
+
+floats = st.one_of(
+    st.floats(width=32, allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-1e300, max_value=1e300),  # beyond float32: inf, as fastavro's C cast
+    st.just(math.nan),
+)
+texts = st.text(max_size=12)
+longs = st.integers(-(2**63), 2**63 - 1)
+float32 = st.floats(width=32, allow_nan=False)
+
+
+def fastavro_bytes(name: str, record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    schemaless_writer(buf, schemas.wire(name), record)
+    return buf.getvalue()
+
+
+@st.composite
+def decisions(draw: st.DrawFn) -> dict[str, Any]:
+    reason = st.fixed_dictionaries({"feature": texts, "value": st.none() | float32, "contribution": float32,
+                                    "source": st.sampled_from(["xgb", "deep", "rules"])})  # fmt: skip
+    return {
+        "transaction_id": draw(texts), "customer_id": draw(texts),
+        "decision": draw(st.sampled_from(["APPROVE", "REVIEW", "BLOCK"])), "score": draw(float32),
+        "xgb_score": draw(st.none() | float32), "deep_score": draw(st.none() | float32),
+        "route": draw(st.sampled_from(["XGB_APPROVE", "XGB_BLOCK", "DEEP", "XGB_FALLBACK", "RULES", "SAFE_DEFAULT"])),
+        "reasons": draw(st.lists(reason, max_size=4)), "model_version": draw(texts), "arm": draw(texts),
+        "event_time": draw(longs), "decided_at": draw(longs), "latency_ms": draw(float32),
+        "features": draw(st.lists(floats, max_size=40)), "feature_set_version": draw(texts),
+        "sequence": draw(st.lists(floats, max_size=200)), "sequence_version": draw(texts),
+    }  # fmt: skip
+
+
+@st.composite
+def scored(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "transaction": sample_transaction(draw(st.integers(0, 10**6))),
+        "features": draw(st.lists(floats, max_size=40)), "feature_set_version": draw(texts),
+        "xgb_score": draw(float32), "xgb_margin": draw(float32),
+        "leaf_indices": draw(st.lists(st.integers(0, 2**31 - 1), max_size=50)), "model_version": draw(texts),
+        "arm": draw(texts), "ingest_time": draw(longs), "scored_at": draw(longs),
+        "source_partition": draw(st.integers(-(2**31), 2**31 - 1)), "source_offset": draw(longs),
+        "sequence": draw(st.lists(floats, max_size=200)), "sequence_version": draw(texts),
+    }  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(decisions())
+def test_decisions_are_written_as_fastavro_writes_them(record: dict[str, Any]) -> None:
+    writer = writer_for("Decision")
+    assert writer is not None
+    assert writer.write(record) == fastavro_bytes("Decision", record)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scored())
+def test_buffer_records_are_written_as_fastavro_writes_them(record: dict[str, Any]) -> None:
+    writer = writer_for("ScoredTransaction")
+    assert writer is not None
+    assert writer.write(record) == fastavro_bytes("ScoredTransaction", record)
+
+
+def test_schemas_without_float_arrays_stay_with_fastavro() -> None:
+    assert writer_for("Transaction") is None and writer_for("Label") is None
+
+
+def test_varints_and_arrays_are_pinned() -> None:
+    assert [varint(n).hex() for n in (0, -1, 1, 63, 64, -65, 2**62)] == [
+        "00",
+        "01",
+        "02",
+        "7e",
+        "8001",
+        "8101",
+        "80808080808080808001",
+    ]
+    assert float_array([]) == b"\x00"
+    assert float_array([1.0, -0.5]).hex() == "04" + "0000803f" + "000000bf" + "00"
