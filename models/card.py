@@ -19,14 +19,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from models.featureset import BUCKET_DTYPE, CARD_DTYPE, DAY_BUCKETS, EMPTY_HISTORY, HISTORY_DTYPE, RING_RECORDS
+from models.featureset import BUCKET_DTYPE, CARD_DTYPE, DAY_BUCKETS, EMPTY_HISTORY, HISTORY_DTYPE, RECORD, RING_RECORDS
 from models.units import DAY_MS
 
 CARD_BYTES = CARD_DTYPE.itemsize
 EMPTY_BUCKETS = np.zeros(DAY_BUCKETS, dtype=BUCKET_DTYPE)
 EMPTY_CARD = np.zeros(1, dtype=CARD_DTYPE)
 # Opaque views: concatenating structured arrays through them skips numpy's field promotion.
-VCARD, VRECORD, VBUCKET = (np.dtype(f"V{d.itemsize}") for d in (CARD_DTYPE, HISTORY_DTYPE, BUCKET_DTYPE))
+VCARD, VBUCKET = (np.dtype(f"V{d.itemsize}") for d in (CARD_DTYPE, BUCKET_DTYPE))
 
 
 def empty_card() -> np.ndarray:
@@ -71,7 +71,7 @@ def ring_records(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     j = np.arange(RING_RECORDS)
     slots = ((count - held)[:, None] + j[None, :]) % RING_RECORDS
     live = j[None, :] < held[:, None]
-    ring = batch["ring"].view(VRECORD)  # opaque records: fancy indexing structured arrays is slow
+    ring = batch["ring"].view(RECORD)  # opaque records: fancy indexing structured arrays is slow
     stored: np.ndarray = ring[np.arange(len(batch))[:, None], slots][live].view(HISTORY_DTYPE)
     return held, stored
 
@@ -125,7 +125,7 @@ def updated(cards: Mapping[str, np.ndarray], appended: Mapping[str, np.ndarray])
     before = stack([cards.get(c) for c in ids])
     after = before.copy()
     owner = np.repeat(np.arange(len(ids)), [len(appended[c]) for c in ids])
-    append_many(after, owner, np.concatenate([appended[c].view(VRECORD) for c in ids]).view(HISTORY_DTYPE))
+    append_many(after, owner, np.concatenate([appended[c].view(RECORD) for c in ids]).view(HISTORY_DTYPE))
     return before, after
 
 

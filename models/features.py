@@ -50,7 +50,7 @@ from models.units import DAY_MS, HOUR_MS
 
 @dataclass(frozen=True, slots=True)
 class BatchFeatures:
-    """The outcome of a batch: vectors, appended history records, terminal increments."""
+    """The outcome of a batch: vectors, the records appended to the cards, terminal increments."""
 
     features: np.ndarray  # (n, F) float32
     appended: dict[str, np.ndarray]  # customer id -> records to append to its history, in order

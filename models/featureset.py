@@ -78,7 +78,7 @@ TX, FRAUD = 1, 2  # ring columns
 
 def stable_hashes(texts: Iterable[str]) -> np.ndarray:
     """A 64-bit hash of each text that is the same in every process (unlike `hash`), as uint64:
-    the 8-byte BLAKE2b digest of its UTF-8, little-endian. Stored in customer histories, so
+    the 8-byte BLAKE2b digest of its UTF-8, little-endian. Stored in the cards' records, so
     it must never change."""
     digests = b"".join([hashlib.blake2b(t.encode(), digest_size=8).digest() for t in texts])
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
