@@ -23,7 +23,6 @@ from models.featureset import BUCKET_DTYPE, CARD_DTYPE, DAY_BUCKETS, EMPTY_HISTO
 from models.units import DAY_MS
 
 CARD_BYTES = CARD_DTYPE.itemsize
-EMPTY_BUCKETS = np.zeros(DAY_BUCKETS, dtype=BUCKET_DTYPE)
 EMPTY_CARD = np.zeros(1, dtype=CARD_DTYPE)
 # Opaque views: concatenating structured arrays through them skips numpy's field promotion.
 VCARD, VBUCKET = (np.dtype(f"V{d.itemsize}") for d in (CARD_DTYPE, BUCKET_DTYPE))
