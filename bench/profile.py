@@ -34,7 +34,7 @@ PARTS = (
     ("Redis read (one script: claims and state)", ("stream/state/featurestore.py", "_claim_and_load")),
     ("feature engine", ("models/features.py", "transform")),
     ("Redis write (one script)", ("redis/commands/core.py", "evalsha")),
-    ("XGBoost scores (or the numpy tree walk)", ("stream/stages/scorer.py", "_xgboost")),
+    ("XGBoost scores (or the numpy tree walk)", ("stream/stages/guards.py", "score")),
     ("XGBoost leaves of the band (big batches)", ("models/xgb.py", "leaves")),
     ("XGBoost reasons of flagged rows", ("models/xgb.py", "contributions")),
     ("Avro encode of the outputs", ("stream/kafka/codec.py", "encode")),
