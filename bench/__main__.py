@@ -4,6 +4,7 @@ measured in the same run. Prints a table and writes bench/results/bench-<time>.j
     ceiling    pass-through consume → produce, same sizes/batching/transactions, no work
     staircase  stage 1's loop with its work added part by part (Avro, feature store, XGBoost)
     naive      one message per poll, a Redis round trip per read/update, one-row predict, commit each
+    peers      stage 1's job in Quix Streams (exactly-once) and Bytewax (at-least-once): `bench.peer`
     stage 1    `fraudstream score` (exactly-once and at-least-once), stage 2 on CPU, whole pipeline
     latency    event produced → decision visible to a read_committed consumer, at fixed offered loads
 """
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -204,21 +206,32 @@ def throughput(b: Bench, out: dict[str, Any]) -> None:
     out["naive"] = {"records": n, "seconds": secs, "per_s": n / secs}
     print(f"naive baseline: {n / secs:,.0f}/s", flush=True)
 
-    if peer.available():
-        env = b.env("peer")
+    peers(b, out)
+    stage1(b, out, deep=True)
+    staircase(b, out)
+
+
+def peers(b: Bench, out: dict[str, Any]) -> None:
+    """Each peer (`bench.peer`) over the same records, state starting empty as its store does."""
+    if not peer.available():
+        print("peers: skipped, no .venv-peer (bash bench/peer/setup.sh makes it)", flush=True)
+        return
+    for name, (_module, label, _mode) in peer.PEERS.items():
+        env = b.env(f"peer-{name}")
         s = b.settings(env, warm=False)  # the peer keeps its state in its own store, and starts it empty
         b.prefill(s, s.kafka.topics.transactions)
-        state_dir = b.logs / "peer-state"
-        topics = s.kafka.topics
-        rep, cpu = with_cpu(s, lambda: peer.run_peer(s.kafka.bootstrap, topics.transactions, topics.decisions, b.model_dir,
-                                                     f"bench-{b.run_id}-peer", state_dir, b.logs / "peer.log"))  # fmt: skip
+        topics, state_dir = s.kafka.topics, b.logs / f"peer-{name}-state"
+        run = partial(peer.run_peer, name, s.kafka.bootstrap, topics.transactions, topics.decisions, b.model_dir,
+                      f"bench-{b.run_id}-peer-{name}", state_dir, b.logs / f"peer-{name}.log")  # fmt: skip
+        rep, cpu = with_cpu(s, run)
         if rep["records"] != b.n:
-            raise RuntimeError(f"the peer decided {rep['records']} of {b.n} records; see {b.logs / 'peer.log'}")
-        out["peer_quix"] = rep | {"cpu_us_per_record": cpu}
-        print(f"peer (Quix Streams, exactly-once): {rep['per_s']:,.0f}/s; CPU µs per record {cpu}", flush=True)
-    else:
-        print("peer: skipped, no .venv-peer (bash bench/peer/setup.sh makes it)", flush=True)
+            raise RuntimeError(f"peer {name} decided {rep['records']} of {b.n} records; see {b.logs / f'peer-{name}.log'}")
+        out[f"peer_{name}"] = rep | {"cpu_us_per_record": cpu}
+        print(f"peer ({label}): {rep['per_s']:,.0f}/s; CPU µs per record {cpu}", flush=True)
 
+
+def stage1(b: Bench, out: dict[str, Any], deep: bool) -> None:
+    """Stage 1 in both modes over the same records; `deep`: then stage 2 over what it buffered."""
     for processing, tag in (("exactly_once", "s1eos"), ("at_least_once", "s1alos")):
         env = b.env(tag, processing)
         s = b.settings(env)
@@ -235,13 +248,16 @@ def throughput(b: Bench, out: dict[str, Any]) -> None:
         print(
             f"stage 1 ({processing}): {rep['records'] / rep['active_s']:,.0f}/s, peak RSS {rep['peak_rss_mb']:.0f} MB", flush=True
         )
-        if processing == "exactly_once":
+        if deep and processing == "exactly_once":
             b.service("deep", env, tag, "--exit-when-idle", "4").wait(600)
             rep = b.stopped("deep", tag)
             out["stage2_cpu"] = {"records": rep["records"], "seconds": rep["active_s"],
                                  "per_s": rep["records"] / rep["active_s"], "peak_rss_mb": rep["peak_rss_mb"]}  # fmt: skip
             print(f"stage 2 on CPU: {rep['records'] / rep['active_s']:,.0f}/s, peak RSS {rep['peak_rss_mb']:.0f} MB", flush=True)
 
+
+def staircase(b: Bench, out: dict[str, Any]) -> None:
+    """Stage 1's work added step by step, in this process (`bench.staircase`)."""
     out["staircase"] = {}
     for step, label in STEPS:
         s = b.settings(b.env(f"step{step}"))
@@ -437,30 +453,24 @@ def gpu(out: dict[str, Any]) -> None:
 
 def table(out: dict[str, Any]) -> str:
     rows = [("measure", "value")]
+    s1 = out.get("stage1_exactly_once", {}).get("per_s")
     if "ceiling" in out:
-        c, nv, s1 = out["ceiling"]["per_s"], out["naive"]["per_s"], out["stage1_exactly_once"]["per_s"]
+        c, nv = out["ceiling"]["per_s"], out["naive"]["per_s"]
+        rows += [("ceiling: pass-through, exactly-once", f"{c:,.0f} records/s"), ("baseline: naive consumer", f"{nv:,.0f} tx/s")]
+    if s1 is not None:
+        rows += [("stage 1, exactly-once", f"{s1:,.0f} tx/s"),
+                 ("stage 1, at-least-once", f"{out['stage1_at_least_once']['per_s']:,.0f} tx/s")]  # fmt: skip
+    if "ceiling" in out and s1 is not None:
         rows += [
-            ("ceiling: pass-through, exactly-once", f"{c:,.0f} records/s"),
-            ("baseline: naive consumer", f"{nv:,.0f} tx/s"),
-            ("stage 1, exactly-once", f"{s1:,.0f} tx/s"),
-            ("stage 1, at-least-once", f"{out['stage1_at_least_once']['per_s']:,.0f} tx/s"),
-            ("stage 1 / naive", f"{s1 / nv:.1f}x"),
-            ("stage 1 / ceiling", f"{s1 / c:.0%}"),
-            *(
-                [
-                    ("peer: Quix Streams, exactly-once", f"{out['peer_quix']['per_s']:,.0f} tx/s"),
-                    ("stage 1 / peer", f"{s1 / out['peer_quix']['per_s']:.1f}x"),
-                    (
-                        "CPU µs per transaction, stage 1 / peer (process + broker + Redis)",
-                        f"{out['stage1_exactly_once']['cpu_us_per_record']['total']:,.0f} / "
-                        f"{out['peer_quix']['cpu_us_per_record']['total']:,.0f}",
-                    ),
-                ]
-                if "peer_quix" in out
-                else [("peer: Quix Streams", "not run (no .venv-peer)")]
-            ),
-            ("stage 1's work added step by step, in this process:", ""),
-            *staircase_rows(out),
+            ("stage 1 / naive", f"{s1 / out['naive']['per_s']:.1f}x"),
+            ("stage 1 / ceiling", f"{s1 / out['ceiling']['per_s']:.0%}"),
+        ]
+    if s1 is not None:
+        rows += peer_rows(out)
+    if "staircase" in out:
+        rows += [("stage 1's work added step by step, in this process:", ""), *staircase_rows(out)]
+    if "stage2_cpu" in out:
+        rows += [
             ("stage 2 on CPU", f"{out['stage2_cpu']['per_s']:,.0f} rows/s"),
             (
                 "peak RSS stage 1 / stage 2",
@@ -483,13 +493,29 @@ def table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def peer_rows(out: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each peer against stage 1 in the mode of its guarantee: rate, ratio, CPU per transaction."""
+    rows = []
+    for name, (_module, label, mode) in peer.PEERS.items():
+        if f"peer_{name}" not in out:
+            rows.append((f"peer: {label}", "not run (no .venv-peer)"))
+            continue
+        p, s1 = out[f"peer_{name}"], out[f"stage1_{mode}"]
+        rows += [(f"peer: {label}", f"{p['per_s']:,.0f} tx/s"),
+                 (f"stage 1 {mode.replace('_', '-')} / {name}", f"{s1['per_s'] / p['per_s']:.1f}x"),
+                 (f"CPU µs per transaction, stage 1 / {name} (process + broker + Redis)",
+                  f"{s1['cpu_us_per_record']['total']:,.0f} / {p['cpu_us_per_record']['total']:,.0f}")]  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--loads", type=int, nargs="+", default=[1000, 2000, 5000])
     parser.add_argument("--seconds", type=float, default=8.0, help="per fixed-load run")
-    parser.add_argument("--parts", nargs="+", choices=("throughput", "pipeline", "gpu"),
-                        default=["throughput", "pipeline", "gpu"], help="what to measure (default: everything)")  # fmt: skip
+    parser.add_argument("--parts", nargs="+", choices=("throughput", "peers", "pipeline", "gpu"),
+                        default=["throughput", "pipeline", "gpu"],
+                        help="what to measure (default: everything; peers: the peers and stage 1 alone)")  # fmt: skip
     parser.add_argument("--modes", nargs="+", choices=("exactly_once", "at_least_once"),
                         default=["exactly_once", "at_least_once"], help="processing modes of the pipeline runs")  # fmt: skip
     args = parser.parse_args()
@@ -504,10 +530,13 @@ def main() -> None:
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                        "python": platform.python_version()}, "records": args.records,
                            "overrides": overrides(os.environ)}  # fmt: skip
-    if {"throughput", "pipeline"} & set(args.parts):
+    if {"throughput", "peers", "pipeline"} & set(args.parts):
         warm_broker(b, out)
     if "throughput" in args.parts:
         throughput(b, out)
+    elif "peers" in args.parts:
+        peers(b, out)
+        stage1(b, out, deep=False)
     if "pipeline" in args.parts:
         pipeline(b, out, args.loads, args.seconds, args.modes)
     b.cleanup()
