@@ -137,11 +137,11 @@ class Codec:
         self._ids: SchemaIds = ids or BundledIds()
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
-        """Frame and Avro-encode `record` with schema `name` (float arrays packed by numpy:
-        `stream.kafka.writer`, the same bytes as fastavro's)."""
-        segmented = writer_for(name)
-        if segmented is not None:
-            return frame(self._ids.id_for(name), segmented.write(record))
+        """Frame and Avro-encode `record` with schema `name` (by the writer compiled from the
+        schema: `stream.kafka.writer`, the same bytes as fastavro's)."""
+        compiled = writer_for(name)
+        if compiled is not None:
+            return frame(self._ids.id_for(name), compiled.write(record))
         buf = io.BytesIO()
         schemaless_writer(buf, schemas.wire(name), record)
         return frame(self._ids.id_for(name), buf.getvalue())

@@ -1,36 +1,46 @@
-"""Avro bodies of the pipeline's outputs, with their float arrays packed by numpy.
+"""Avro bodies of the pipeline's records, written by a writer compiled from the schema.
 
-A Decision or ScoredTransaction carries the feature vector and the card sequence: about 190
-floats, which fastavro writes one at a time. An Avro record is its fields' encodings in
-order, so the writer cuts the schema at each `array<float>` field: a run of plain strings and
-longs is written here, any other run goes through fastavro as a record of its own, and each
-float array is written here too — the item count (a zigzag varint), the items as
-little-endian float32, the closing 0, as fastavro writes a non-empty array in one block (an
-empty one is the 0 alone). The bytes are the same as fastavro's for the whole schema; the
-unit tests check it, property-based included.
+fastavro walks the schema for every record it writes, and writes an `array<float>` (the
+feature vector and the card sequence of a Decision or ScoredTransaction: about 190 floats)
+one item at a time. The writer here walks the schema once: each field type becomes a small
+function that appends its encoding to a list, a record the concatenation of its fields'
+(Avro's rule), and a float array is packed in one call — the item count (a zigzag varint),
+the items as little-endian float32, the closing 0, as fastavro writes a non-empty array in
+one block (an empty one is the 0 alone); a value beyond float32's range becomes inf, as
+fastavro's C cast makes it. A missing field takes its default, as fastavro's does.
+
+It covers what the bundled schemas use (primitives, enums, records, arrays, unions of null
+and one type); a schema with anything else is left to fastavro (`writer_for` gives None).
+The bytes are fastavro's for every bundled schema; the unit tests check it, property-based.
 """
 
 from __future__ import annotations
 
-import io
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
 import numpy as np
-from fastavro import parse_schema, schemaless_writer
 
 import schemas
 
+Write = Callable[[list[bytes], Any], None]
 
-def _is_float_array(t: Any) -> bool:
-    return isinstance(t, dict) and t.get("type") == "array" and t.get("items") == "float"
+_SMALL = [bytes([z]) for z in range(0x80)]
+_FLOAT, _DOUBLE = struct.Struct("<f"), struct.Struct("<d")
+_NULL, _SECOND = b"\x00", b"\x02"  # a union's branch index 0 and 1 (zigzag)
+
+
+class Unsupported(ValueError):
+    """A schema shape this writer does not compile (fastavro writes it instead)."""
 
 
 def varint(n: int) -> bytes:
     """Avro's long: zigzag, then 7 bits a byte, least significant first."""
     z = (n << 1) ^ (n >> 63)
+    if z < 0x80:
+        return _SMALL[z]
     out = bytearray()
     while z > 0x7F:
         out.append((z & 0x7F) | 0x80)
@@ -39,81 +49,138 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
+def _float(value: float) -> bytes:
+    try:
+        return _FLOAT.pack(value)
+    except OverflowError:
+        with np.errstate(over="ignore"):
+            return np.float32(value).tobytes()
+
+
 def float_array(values: Sequence[float] | np.ndarray) -> bytes:
     """An Avro array<float>, as fastavro writes it (a value beyond float32's range: inf, as its C cast)."""
     n = len(values)
     if not n:
-        return b"\x00"
+        return _NULL
     try:
         items = struct.pack(f"<{n}f", *values)
     except OverflowError:
         with np.errstate(over="ignore"):
             items = np.asarray(values, dtype="<f4").tobytes()
-    return varint(n) + items + b"\x00"
+    return varint(n) + items + _NULL
 
 
-_PLAIN = {"string", "long", "int"}
+def _string(out: list[bytes], value: str) -> None:
+    raw = value.encode()
+    out.append(varint(len(raw)))
+    out.append(raw)
 
 
-def _plain_run(fields: list[dict[str, Any]]) -> bool:
-    return all(isinstance(f["type"], str) and f["type"] in _PLAIN for f in fields)
+_PRIMITIVES: dict[str, Write] = {
+    "null": lambda out, value: None,
+    "boolean": lambda out, value: out.append(b"\x01" if value else _NULL),
+    "int": lambda out, value: out.append(varint(int(value))),
+    "long": lambda out, value: out.append(varint(int(value))),
+    "float": lambda out, value: out.append(_float(float(value))),
+    "double": lambda out, value: out.append(_DOUBLE.pack(float(value))),
+    "string": _string,
+}
 
 
-def _write_plain(buf: io.BytesIO, fields: Sequence[tuple[str, str]], record: Mapping[str, Any]) -> None:
-    for name, kind in fields:
-        value = record[name]
-        if kind == "string":
-            raw = value.encode()
-            buf.write(varint(len(raw)))
-            buf.write(raw)
+def _name(t: dict[str, Any], named: dict[str, Write], write: Write) -> Write:
+    named[t["name"]] = write
+    if "namespace" in t:
+        named[f"{t['namespace']}.{t['name']}"] = write
+    return write
+
+
+def _record(t: dict[str, Any], named: dict[str, Write]) -> Write:
+    fields: list[tuple[str, Write, Any]] = []
+
+    def write(out: list[bytes], record: Any) -> None:
+        for name, w, default in fields:
+            w(out, record.get(name, default))
+
+    _name(t, named, write)  # a later field may refer to it by name
+    fields.extend((f["name"], compile_type(f["type"], named), f.get("default")) for f in t["fields"])
+    return write
+
+
+def _array(items: Any, named: dict[str, Write]) -> Write:
+    if items == "float":
+        return lambda out, value: out.append(float_array(value))
+    item = compile_type(items, named)
+
+    def write(out: list[bytes], values: Sequence[Any]) -> None:
+        if values:
+            out.append(varint(len(values)))
+            for v in values:
+                item(out, v)
+        out.append(_NULL)
+
+    return write
+
+
+def _nullable(branches: list[Any], named: dict[str, Write]) -> Write:
+    if len(branches) != 2 or "null" not in branches or branches[0] == branches[1]:
+        raise Unsupported(f"union {branches}")
+    null_first = branches[0] == "null"
+    inner = compile_type(branches[1] if null_first else branches[0], named)
+    none_tag, value_tag = (_NULL, _SECOND) if null_first else (_SECOND, _NULL)
+
+    def write(out: list[bytes], value: Any) -> None:
+        if value is None:
+            out.append(none_tag)
         else:
-            buf.write(varint(int(value)))
+            out.append(value_tag)
+            inner(out, value)
+
+    return write
 
 
-class SegmentedWriter:
-    """Writes records of one schema: fastavro for the runs of fields, numpy for float arrays."""
+def compile_type(t: Any, named: dict[str, Write]) -> Write:
+    """The writer of one Avro type (JSON form, logical types dropped); Unsupported otherwise."""
+    if isinstance(t, str):
+        found = _PRIMITIVES.get(t) or named.get(t) or named.get(t.rsplit(".", 1)[-1])
+        if found is None:
+            raise Unsupported(f"type {t}")
+        return found
+    if isinstance(t, list):
+        return _nullable(t, named)
+    kind = t.get("type")
+    if "logicalType" in t:
+        raise Unsupported(f"logical type {t['logicalType']}")
+    if kind == "record":
+        return _record(t, named)
+    if kind == "enum":
+        index = {s: varint(i) for i, s in enumerate(t["symbols"])}
+        return _name(t, named, lambda out, v: out.append(index[v]))
+    if kind == "array":
+        return _array(t["items"], named)
+    if isinstance(kind, str) and kind in _PRIMITIVES:
+        return _PRIMITIVES[kind]
+    raise Unsupported(f"type {t}")
+
+
+class CompiledWriter:
+    """Writes records of one bundled schema; bytes as fastavro's."""
 
     def __init__(self, name: str) -> None:
-        raw = schemas.plain_schema(name)
-        named: dict[str, Any] = {}
+        named: dict[str, Write] = {}
         if name == "ScoredTransaction":
-            parse_schema(schemas.plain_schema("Transaction"), named_schemas=named)
-        self.segments: list[tuple[str, Any]] = []
-        run: list[dict[str, Any]] = []
+            compile_type(schemas.plain_schema("Transaction"), named)
+        self._write = compile_type(schemas.plain_schema(name), named)
 
-        def close_run() -> None:
-            if run and _plain_run(run):
-                self.segments.append(("plain", [(f["name"], f["type"]) for f in run]))
-                run.clear()
-            elif run:
-                sub = {"type": "record", "name": f"{raw['name']}_part{len(self.segments)}", "namespace": raw.get("namespace"),
-                       "fields": list(run)}  # fmt: skip
-                self.segments.append(("avro", parse_schema(sub, named_schemas=named)))
-                run.clear()
-
-        for f in raw["fields"]:
-            if _is_float_array(f["type"]):
-                close_run()
-                self.segments.append(("floats", f["name"]))
-            else:
-                run.append(f)
-        close_run()
-
-    def write(self, record: Mapping[str, Any]) -> bytes:
-        buf = io.BytesIO()
-        for kind, what in self.segments:
-            if kind == "avro":
-                schemaless_writer(buf, what, record)
-            elif kind == "plain":
-                _write_plain(buf, what, record)
-            else:
-                buf.write(float_array(record[what]))
-        return buf.getvalue()
+    def write(self, record: Any) -> bytes:
+        out: list[bytes] = []
+        self._write(out, record)
+        return b"".join(out)
 
 
 @cache
-def writer_for(name: str) -> SegmentedWriter | None:
-    """The segmented writer of a schema with float arrays; None for one without (fastavro alone)."""
-    if not any(_is_float_array(f["type"]) for f in schemas.plain_schema(name)["fields"]):
+def writer_for(name: str) -> CompiledWriter | None:
+    """The compiled writer of a bundled schema; None for one it does not cover (fastavro alone)."""
+    try:
+        return CompiledWriter(name)
+    except Unsupported:
         return None
-    return SegmentedWriter(name)
