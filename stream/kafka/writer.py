@@ -49,7 +49,8 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _float(value: float) -> bytes:
+def float_bytes(value: float) -> bytes:
+    """An Avro float: little-endian float32 (beyond its range: inf, as fastavro's C cast)."""
     try:
         return _FLOAT.pack(value)
     except OverflowError:
@@ -70,6 +71,33 @@ def float_array(values: Sequence[float] | np.ndarray) -> bytes:
     return varint(n) + items + _NULL
 
 
+_LANES = np.arange(10, dtype=np.uint64)
+_BOUNDS = np.uint64(1) << (7 * _LANES[1:])  # a zigzag value at or above bound k takes k + 2 bytes
+
+
+def int_array(values: Sequence[int] | np.ndarray) -> bytes:
+    """An Avro array of ints or longs in one block, every varint at once (numpy)."""
+    n = len(values)
+    if not n:
+        return _NULL
+    v = np.asarray(values, dtype=np.int64)
+    z = ((v << 1) ^ (v >> 63)).view(np.uint64)
+    if (z < 0x80).all():
+        body = z.astype(np.uint8).tobytes()
+    elif (z < 0x4000).all():  # leaf indices and the like: one or two bytes each
+        pair = np.empty((n, 2), dtype=np.uint8)
+        two = z >= 0x80
+        pair[:, 0] = (z & np.uint64(0x7F)) | (two.astype(np.uint64) << np.uint64(7))
+        pair[:, 1] = z >> np.uint64(7)
+        body = pair[np.stack((np.ones(n, dtype=bool), two), axis=1)].tobytes()
+    else:
+        length = (1 + (z[:, None] >= _BOUNDS).sum(axis=1)).astype(np.uint64)
+        groups = ((z[:, None] >> (np.uint64(7) * _LANES)) & np.uint64(0x7F)).astype(np.uint8)
+        groups[_LANES[None, :] + np.uint64(1) < length[:, None]] |= 0x80
+        body = groups[_LANES[None, :] < length[:, None]].tobytes()
+    return varint(n) + body + _NULL
+
+
 def _string(out: list[bytes], value: str) -> None:
     raw = value.encode()
     out.append(varint(len(raw)))
@@ -81,7 +109,7 @@ _PRIMITIVES: dict[str, Write] = {
     "boolean": lambda out, value: out.append(b"\x01" if value else _NULL),
     "int": lambda out, value: out.append(varint(int(value))),
     "long": lambda out, value: out.append(varint(int(value))),
-    "float": lambda out, value: out.append(_float(float(value))),
+    "float": lambda out, value: out.append(float_bytes(float(value))),
     "double": lambda out, value: out.append(_DOUBLE.pack(float(value))),
     "string": _string,
 }
@@ -118,7 +146,13 @@ def _array(items: Any, named: dict[str, Write]) -> Write:
                 item(out, v)
         out.append(_NULL)
 
-    return write
+    def write_ints(out: list[bytes], values: Sequence[int]) -> None:
+        try:
+            out.append(int_array(values))
+        except OverflowError:  # a Python int beyond 64 bits: fastavro's way, one by one
+            write(out, values)
+
+    return write_ints if items in ("int", "long") else write
 
 
 def _nullable(branches: list[Any], named: dict[str, Write]) -> Write:

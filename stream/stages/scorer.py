@@ -36,12 +36,14 @@ from stream.config import FallbackSettings, ScorerSettings, Topics
 from stream.deadletter import dead_letter
 from stream.errors import ArtifactError, DuplicateTransaction, FeatureStoreError
 from stream.kafka.codec import Codec, Decoded
+from stream.kafka.columns import DecisionColumns
 from stream.records import BatchResult, BufferRecord, Decided, Decision, Failure, Output, Transaction
 from stream.stages.admission import admit, source_ids
 from stream.stages.guards import FeatureReader, GuardedFeatures, GuardedXGBoost, Scored, now_ms
 from stream.state.versions import Versions
 
 log = structlog.get_logger("fraudstream.scorer")
+_ROUTES, _OUTCOMES = {int(r): r.name for r in Route}, {int(o): o.name for o in Outcome}
 
 
 @dataclass
@@ -161,6 +163,15 @@ class Scorer:
         b.decided.append(Decided(decision.route.name, decision.outcome.name, decision.latency_ms))
         b.by_row[row] = Output(self.topics.decisions, decision.transaction_id.encode(), self.codec.encode_decision(decision), [])
 
+    def _emit_columns(self, b: _Batch, at: list[int], columns: DecisionColumns) -> None:
+        """The rows `at` decided in `columns`, written in one pass (`stream.kafka.columns`)."""
+        values = self.codec.encode_decisions(columns)
+        latencies = columns.latencies().tolist()
+        for k, i in enumerate(at):
+            route_name, outcome_name = _ROUTES[int(columns.routes[k])], _OUTCOMES[int(columns.outcomes[k])]
+            b.decided.append(Decided(route_name, outcome_name, latencies[k]))
+            b.by_row[i] = Output(self.topics.decisions, b.events[i]["transaction_id"].encode(), values[k], [])
+
     def _decide(self, b: _Batch, arm: Arm, bundle: ModelBundle, rows: np.ndarray, x: np.ndarray, scored: Scored) -> Level:
         """Route one arm's rows with its thresholds: clear cases decided here, the band to the buffer."""
         p, th = scored.p, bundle.thresholds
@@ -174,46 +185,35 @@ class Scorer:
             reasons = dict(zip(flagged.tolist(), top_reasons(contrib, x[flagged], FEATURE_NAMES), strict=True))
         band = np.flatnonzero(routes == AMBIGUOUS)
         leaves = scored.leaves[band] if scored.leaves is not None else xgbm.leaves(bundle.booster, x[band])
-        leaf_row = {int(j): n for n, j in enumerate(band)}
-        for j, i in enumerate(rows.tolist()):
-            d, tx = b.decoded[i], b.events[i]
-            if routes[j] == AMBIGUOUS:
-                record = BufferRecord(
-                    tx,
-                    tuple(x[j].tolist()),
-                    FEATURE_SET_VERSION,
-                    float(p[j]),
-                    float(scored.margin[j]),
-                    tuple(leaves[leaf_row[j]].tolist()),
-                    bundle.version,
-                    arm.name,
-                    d.source.timestamp_ms,
-                    b.decided_at,
-                    d.source.partition,
-                    d.source.offset,
-                    tuple(b.seq[i].tolist()),
-                    SEQUENCE_VERSION,
-                )
-                b.by_row[i] = Output(self.topics.ambiguous, tx["customer_id"].encode(), self.codec.encode_buffer(record), [])
-                continue
-            decision = Decision.of(
-                tx,
-                Outcome(int(outcome[j])),
-                Route(int(routes[j])),
+        for n, j in enumerate(band.tolist()):
+            i, d = int(rows[j]), b.decoded[int(rows[j])]
+            record = BufferRecord(
+                b.events[i],
+                tuple(x[j].tolist()),
+                FEATURE_SET_VERSION,
                 float(p[j]),
-                xgb_score=float(p[j]),
-                reasons=reasons.get(j, []),
-                source="xgb",
-                model_version=bundle.version,
-                arm=arm.name,
-                ingest_ms=d.source.timestamp_ms,
-                decided_ms=b.decided_at,
-                features=x[j].tolist(),
-                feature_set_version=FEATURE_SET_VERSION,
-                sequence=b.seq[i].tolist(),
-                sequence_version=SEQUENCE_VERSION,
+                float(scored.margin[j]),
+                tuple(leaves[n].tolist()),
+                bundle.version,
+                arm.name,
+                d.source.timestamp_ms,
+                b.decided_at,
+                d.source.partition,
+                d.source.offset,
+                tuple(b.seq[i].tolist()),
+                SEQUENCE_VERSION,
             )
-            self._emit(b, i, decision)
+            key = b.events[i]["customer_id"].encode()
+            b.by_row[i] = Output(self.topics.ambiguous, key, self.codec.encode_buffer(record), [])
+        clear = np.flatnonzero(routes != AMBIGUOUS)
+        if clear.size:
+            at = rows[clear].tolist()
+            columns = DecisionColumns(
+                [b.events[i] for i in at], outcome[clear], routes[clear], p[clear], [reasons.get(j, []) for j in clear.tolist()],
+                "xgb", bundle.version, arm.name, np.array([b.decoded[i].source.timestamp_ms for i in at], dtype=np.int64),
+                b.decided_at, x[clear], FEATURE_SET_VERSION, b.seq[rows[clear]], SEQUENCE_VERSION,
+            )  # fmt: skip
+            self._emit_columns(b, at, columns)
         return Level.NORMAL if deep_ok else Level.XGB_FALLBACK
 
     def _rules(self, b: _Batch, x: np.ndarray | None, rows: np.ndarray, arm: Arm) -> Level:

@@ -8,11 +8,11 @@ Redis Cluster hash tags):
     fs:{ns}:{t:<terminal>}:labels     set     transaction ids whose fraud label counted
     fs:{ns}:{x:<transaction id>}      string  the record (source id) the id was first decided from
 
-Per micro-batch: one script call (READ_BATCH) that claims each transaction id for its
-record (SET NX GET on the id's ledger key: a second record with an id already claimed by
-another — under any customer — is a repeat, dead-lettered by the scorer and never decided
-twice; the same record delivered again keeps its claim) and reads every entity the batch
-touches, the pure feature computation, then one script call (WRITE_BATCH) that writes the
+Per micro-batch: one atomic round trip (MULTI/EXEC) of a script call (CLAIM_BATCH) that
+claims each transaction id for its record (SET NX GET on the id's ledger key: a second record
+with an id already claimed by another — under any customer — is a repeat, dead-lettered by
+the scorer and never decided twice; the same record delivered again keeps its claim) and an
+MGET of every entity the batch touches, the pure feature computation, then one script call (WRITE_BATCH) that writes the
 new records and changed day buckets into the cards and bumps the terminal counts —
 atomically, so a re-delivered batch (its ids already in the rings) gets the same features
 and counts nothing twice. The card key carries the feature set version, so a build of
@@ -34,7 +34,6 @@ from typing import Any, cast
 import numpy as np
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError
 
 from models import kernels
 from models.card import CARD_BYTES, card_view, changed_buckets, updated
@@ -45,7 +44,7 @@ from models.sequence import N_SEQ, SEQ_LEN
 from models.units import DAY_MS
 from stream.errors import FeatureStoreError
 from stream.state.connection import Client
-from stream.state.scripts import COUNT_LABELS, READ_BATCH, WRITE_BATCH
+from stream.state.scripts import CLAIM_BATCH, COUNT_LABELS, WRITE_BATCH, claim_and_get, run
 
 State = dict[str, np.ndarray]
 
@@ -66,7 +65,7 @@ class RedisFeatureStore:
         self.ns = namespace
         self.ttl_ms = ttl_days * DAY_MS
         self.engine = engine
-        self._read = client.register_script(READ_BATCH)
+        self._claims = client.register_script(CLAIM_BATCH)
         self._write = client.register_script(WRITE_BATCH)
         self._labels = client.register_script(COUNT_LABELS)
 
@@ -98,10 +97,8 @@ class RedisFeatureStore:
                 for key in keys:
                     pipe.get(key)
                 replies = pipe.execute()
-            elif ledger or keys:
-                replies = self._read(keys=[*ledger, *keys], args=[len(claims), self.ttl_ms, *(src for _, src in claims)])
             else:
-                replies = []
+                replies = claim_and_get(self.client, self._claims, ledger, [src for _, src in claims], keys, self.ttl_ms)
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreError(f"feature read failed: {exc}") from exc
         taken = np.zeros(len(events), dtype=bool)
@@ -174,37 +171,7 @@ class RedisFeatureStore:
             for pairs in by_terminal.values():
                 args += [len(pairs) // 2, *pairs]
             calls.append(([key for key, _ in customers] + list(by_terminal), args))
-        self._run(self._write, calls, "feature update failed")
-
-    def _run(self, script: Any, calls: Sequence[tuple[list[str], list[Any]]], failure: str) -> None:
-        """Run `script` once per (keys, args): directly on a single primary (one call), through a
-        cluster pipeline on a cluster; a node that lost the script (a promoted replica) gets it
-        again and only the calls it refused are sent again."""
-        if not calls:
-            return
-        try:
-            if not self.cluster:
-                for keys, args in calls:
-                    script(keys=keys, args=args)
-                return
-            pending = list(calls)
-            for _ in range(2):
-                pipe = self.client.pipeline(transaction=False)
-                for keys, args in pending:
-                    # EVALSHA through the generic call: redis-py blocks its method in cluster pipelines
-                    # for the NOSCRIPT case, which this loop handles.
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                replies = pipe.execute(raise_on_error=False)
-                failed = [exc for exc in replies if isinstance(exc, Exception) and not isinstance(exc, NoScriptError)]
-                if failed:
-                    raise failed[0]
-                pending = [call for call, reply in zip(pending, replies, strict=True) if isinstance(reply, NoScriptError)]
-                if not pending:
-                    return
-                script.sha = self.client.script_load(script.script)
-            raise FeatureStoreError(f"{failure}: the script is missing on a node after reloading it")
-        except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreError(f"{failure}: {exc}") from exc
+        run(self.client, self._write, calls, "feature update failed")
 
     def apply_labels(self, labels: Sequence[Mapping[str, Any]]) -> int:
         """Count fraud labels into terminal state, once per transaction id; returns labels sent."""
@@ -217,14 +184,14 @@ class RedisFeatureStore:
             calls = [(keys, [self.ttl_ms, *args]) for keys, args in pairs]
         else:
             calls = [([k for keys, _ in pairs for k in keys], [self.ttl_ms, *(a for _, args in pairs for a in args)])]
-        self._run(self._labels, calls if pairs else [], "label update failed")
+        run(self.client, self._labels, calls if pairs else [], "label update failed")
         return len(pairs)
 
     def warm_up(self) -> None:
         """Compile the batch kernel, connect and load the scripts now rather than in the first batch."""
         kernels.warm_up()
         try:
-            self._read.sha = self.client.script_load(READ_BATCH)
+            self._claims.sha = self.client.script_load(CLAIM_BATCH)
             self._write.sha = self.client.script_load(WRITE_BATCH)
             self._labels.sha = self.client.script_load(COUNT_LABELS)
         except (redis.RedisError, OSError) as exc:

@@ -1,14 +1,26 @@
-"""The feature store's Lua scripts: each runs atomically inside Redis, on the keys it is given.
+"""The feature store's Lua scripts, and how they are sent: each runs atomically inside Redis,
+on the keys it is given.
 
-On a single primary one WRITE_BATCH call carries a whole micro-batch; on a Redis Cluster a
-script may only touch keys of one hash slot, so the store calls it once per entity key
-(each key's braces are its hash tag) — see `stream.state.featurestore`.
+On a single primary one WRITE_BATCH call carries a whole micro-batch (`run`), and the read is
+one MULTI/EXEC of CLAIM_BATCH and an MGET (`claim_and_get`); on a Redis Cluster a script may
+only touch keys of one hash slot, so the store calls it once per entity key (each key's braces
+are its hash tag) — see `stream.state.featurestore`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+
 from models.featureset import BUCKET_DTYPE, DAY_BUCKETS, HISTORY_DTYPE, RING_DAYS, RING_RECORDS
 from models.units import DAY_MS
+from stream.errors import FeatureStoreError
+from stream.state.connection import Client
 
 # Shared by both scripts: add ARGV-given count to a ring slot (column 2 = tx, 3 = frauds),
 # mirroring models.features.ring_add: a slot holding an older day is reset first, one
@@ -139,17 +151,14 @@ return #KEYS
 """
 )
 
-# KEYS: ledger keys (one per claimed event), then entity keys. ARGV: #claims, ttl ms, then
-# each claim's source id. Returns the ledger's previous values (false: the id was free), then
-# the entity blobs: the batch's whole read in one call on a single primary.
-READ_BATCH = """
-local nc, ttl = tonumber(ARGV[1]), ARGV[2]
+# KEYS: ledger keys (one per claimed event). ARGV: ttl ms, then each claim's source id.
+# Returns the ledger's previous values (false: the id was free). The store sends it with an
+# MGET of the batch's entities in one MULTI/EXEC: Redis hands blobs to Lua and back at
+# about three times MGET's cost, so the reads stay outside the script.
+CLAIM_BATCH = """
 local out = {}
-for i = 1, nc do
-  out[i] = redis.call('SET', KEYS[i], ARGV[2 + i], 'NX', 'GET', 'PX', ttl)
-end
-for i = nc + 1, #KEYS do
-  out[i] = redis.call('GET', KEYS[i])
+for i = 1, #KEYS do
+  out[i] = redis.call('SET', KEYS[i], ARGV[1 + i], 'NX', 'GET', 'PX', ARGV[1])
 end
 return out
 """
@@ -171,3 +180,59 @@ end
 return counted
 """
 )
+
+
+def run(client: Client, script: Script, calls: Sequence[tuple[list[str], list[Any]]], failure: str) -> None:
+    """Run `script` once per (keys, args): directly on a single primary (one call), through a
+    cluster pipeline on a cluster; a node that lost the script (a promoted replica) gets it
+    again and only the calls it refused are sent again. FeatureStoreError names `failure`."""
+    if not calls:
+        return
+    try:
+        cluster = isinstance(client, RedisCluster)  # (a flag: narrowing would lose redis-py's types)
+        if not cluster:
+            for keys, args in calls:
+                script(keys=keys, args=args)
+            return
+        pending = list(calls)
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            for keys, args in pending:
+                # EVALSHA through the generic call: redis-py blocks its method in cluster pipelines
+                # for the NOSCRIPT case, which this loop handles.
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            replies = pipe.execute(raise_on_error=False)
+            failed = [exc for exc in replies if isinstance(exc, Exception) and not isinstance(exc, NoScriptError)]
+            if failed:
+                raise failed[0]
+            pending = [call for call, reply in zip(pending, replies, strict=True) if isinstance(reply, NoScriptError)]
+            if not pending:
+                return
+            script.sha = client.script_load(script.script)
+        raise FeatureStoreError(f"{failure}: the script is missing on a node after reloading it")
+    except (redis.RedisError, OSError) as exc:
+        raise FeatureStoreError(f"{failure}: {exc}") from exc
+
+
+def claim_and_get(
+    client: Client, claims: Script, ledger: list[str], sources: list[str], keys: list[str], ttl_ms: int
+) -> list[Any]:
+    """On a single primary, one MULTI/EXEC: the claims' previous values (CLAIM_BATCH), then the
+    entities' blobs (MGET); the script loaded again once when Redis lost it (a restart)."""
+    for attempt in range(2):
+        if not (ledger or keys):
+            return []
+        pipe = client.pipeline(transaction=True)
+        if ledger:
+            pipe.evalsha(claims.sha, len(ledger), *ledger, ttl_ms, *sources)
+        if keys:
+            pipe.mget(keys)
+        replies = pipe.execute(raise_on_error=False)
+        if attempt == 0 and ledger and isinstance(replies[0], NoScriptError):
+            claims.sha = client.script_load(claims.script)
+            continue
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return (list(replies[0]) if ledger else []) + (list(replies[-1]) if keys else [])
+    raise FeatureStoreError("feature read failed: the claim script is missing after loading it")

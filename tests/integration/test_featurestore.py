@@ -134,6 +134,30 @@ def test_the_cluster_store_keeps_its_scripts_when_a_node_forgets_them(tmp_path: 
         assert {t: r.tobytes() for t, r in terminals.items()} == {t: r.tobytes() for t, r in offline.terminals.items()}
 
 
+def test_a_single_primary_that_forgot_the_scripts_gets_them_again(infra: LocalInfra, uid: str) -> None:
+    """A restarted Redis holds no scripts: the claims (sent in a MULTI/EXEC with the read) and
+    the write are loaded again, and the batch counts once, its claims kept."""
+    from stream.testing import sample_transaction
+
+    client = _client({"FRAUDSTREAM_REDIS_URL": infra.redis_url})
+    store = RedisFeatureStore(client, uid, 40, FeatureEngine(7))
+    store.warm_up()
+    events = [sample_transaction(i) for i in range(60)]
+    twin = RedisFeatureStore(client, f"{uid}-twin", 40, FeatureEngine(7))  # the same calls, scripts kept
+    for s in (store, twin):
+        s.features(events[:30], list(range(1, 31)))
+        if s is store:
+            client.script_flush()
+        assert not s.features(events[30:], list(range(31, 61))).repeats.any()
+    client.script_flush()
+    assert store.features(events[:2], [900, 901]).repeats.all()  # the ids' claims survived: repeats
+    cids, tids = list(dict.fromkeys(e["customer_id"] for e in events)), list(dict.fromkeys(e["terminal_id"] for e in events))
+    (customers, terminals), (want_c, want_t) = store.load(cids, tids), twin.load(cids, tids)
+    assert {c: h.tobytes() for c, h in customers.items()} == {c: h.tobytes() for c, h in want_c.items()}
+    assert {t: r.tobytes() for t, r in terminals.items()} == {t: r.tobytes() for t, r in want_t.items()} != {}
+    client.close()
+
+
 def test_migration_builds_each_fs1_history_into_the_card_fs2_would_have_built(infra: LocalInfra, uid: str) -> None:
     from models.card import card_from_bytes
     from stream.state.migration import migrate_fs1

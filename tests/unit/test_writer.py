@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
-from stream.kafka.writer import Unsupported, compile_type, float_array, varint, writer_for
+from stream.kafka.writer import Unsupported, compile_type, float_array, int_array, varint, writer_for
 from stream.testing import sample_transaction
 
 floats = st.one_of(
@@ -54,7 +54,8 @@ def scored(draw: st.DrawFn) -> dict[str, Any]:
         "transaction": sample_transaction(draw(st.integers(0, 10**6))),
         "features": draw(st.lists(floats, max_size=40)), "feature_set_version": draw(texts),
         "xgb_score": draw(float32), "xgb_margin": draw(float32),
-        "leaf_indices": draw(st.lists(st.integers(0, 2**31 - 1), max_size=50)), "model_version": draw(texts),
+        "leaf_indices": draw(st.lists(st.integers(-(2**31), 2**31 - 1) | st.integers(0, 300), max_size=250)),
+        "model_version": draw(texts),
         "arm": draw(texts), "ingest_time": draw(longs), "scored_at": draw(longs),
         "source_partition": draw(st.integers(-(2**31), 2**31 - 1)), "source_offset": draw(longs),
         "sequence": draw(st.lists(floats, max_size=200)), "sequence_version": draw(texts),
@@ -117,6 +118,12 @@ def test_varints_and_arrays_are_pinned() -> None:
         "8001",
         "8101",
         "80808080808080808001",
+    ]
+    assert [int_array(v).hex() for v in ([], [0, 1, 63], [64, -65, 2**62], [-(2**63), 2**63 - 1])] == [
+        "00",
+        "0600027e00",
+        "06800181018080808080808080800100",
+        "04ffffffffffffffffff01feffffffffffffffff0100",
     ]
     assert float_array([]) == b"\x00"
     assert float_array([1.0, -0.5]).hex() == "04" + "0000803f" + "000000bf" + "00"
