@@ -19,7 +19,7 @@ from fastavro import schemaless_reader, schemaless_writer
 
 import schemas
 from stream.errors import DecodeError, PoisonError, ValidationError
-from stream.kafka.columns import DecisionColumns
+from stream.kafka.columns import BufferColumns, DecisionColumns
 from stream.kafka.writer import writer_for
 from stream.records import BufferRecord, Decision, Failure, Source
 
@@ -153,6 +153,11 @@ class Codec:
     def encode_decisions(self, columns: DecisionColumns) -> list[bytes]:
         """Each row's Decision, framed: what `encode_decision` writes for it, in one pass."""
         head = frame(self._ids.id_for("Decision"), b"")
+        return [head + body for body in columns.write()]
+
+    def encode_buffers(self, columns: BufferColumns) -> list[bytes]:
+        """Each row's ScoredTransaction, framed: what `encode_buffer` writes for it, in one pass."""
+        head = frame(self._ids.id_for("ScoredTransaction"), b"")
         return [head + body for body in columns.write()]
 
     def encode_buffer(self, record: BufferRecord) -> bytes:

@@ -1,13 +1,14 @@
-"""Stage 1's decisions on a batch's rows, kept as columns and written to Avro in one pass.
+"""Stage 1's outputs for a batch's rows, kept as columns and written to Avro in one pass.
 
-Stage 1 decides most of a batch from XGBoost at once; a Decision record per row, an Avro
-dict per record and a writer call per dict would be most of its work. `DecisionColumns`
-holds what `Decision.of` takes, per row, as the arrays the scorer already has; `write`
-gives each row's Decision body: the fields every row shares (versions, arm, the batch's
-time) encoded once, the float columns (scores, latencies, features, sequences) converted
-for the whole batch by numpy, then per row a join of its parts. `decisions()` is the same
-rows as Decision records: the reference, which the unit tests hold `write` to, byte for
-byte (`Codec.encode_decision` of each).
+Stage 1 decides most of a batch from XGBoost at once and sends the band to the buffer topic;
+a record object per row, an Avro dict per record and a writer call per dict would be most of
+its work. `DecisionColumns` holds what `Decision.of` takes, per row, as the arrays the
+scorer already has, `BufferColumns` what a BufferRecord holds; `write` gives each row's
+body: the fields every row shares (versions, arm, the batch's time) encoded once, the
+number columns (scores, latencies, features, sequences, leaf indices) converted for the
+whole batch by numpy, then per row a join of its parts. `decisions()` and `records()` are
+the same rows as records: the reference, which the unit tests hold `write` to, byte for
+byte (`Codec.encode_decision` / `encode_buffer` of each).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import numpy as np
 
 import schemas
 from models.decision import Outcome, Route
-from stream.kafka.writer import float_bytes, varint
-from stream.records import Decision, Transaction
+from stream.kafka.writer import float_bytes, int_rows, varint, writer_for
+from stream.records import BufferRecord, Decision, Transaction
 
 _DECISION = {f["name"]: f["type"] for f in schemas.plain_schema("Decision")["fields"]}
 _OUTCOME = {int(o): varint(_DECISION["decision"]["symbols"].index(o.name)) for o in Outcome}
@@ -38,6 +39,14 @@ def _float32(values: np.ndarray) -> np.ndarray:
     """float32 as `struct.pack('<f', float(v))` makes it (a Python int or float first: a double)."""
     with np.errstate(over="ignore"):
         return np.asarray(values, dtype=np.float64).astype("<f4")
+
+
+def _float_rows(rows: np.ndarray, tail: bytes = b"") -> list[bytes]:
+    """Each row of an (n, k) matrix as an Avro array<float>, `tail` after each."""
+    if rows.shape[1] == 0:
+        return [_EMPTY + tail] * len(rows)
+    head, width, raw = varint(rows.shape[1]), 4 * rows.shape[1], _float32(rows).tobytes()
+    return [head + raw[k * width : (k + 1) * width] + _EMPTY + tail for k in range(len(rows))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +105,7 @@ class DecisionColumns:
     @staticmethod
     def _floats(rows: np.ndarray, version: str) -> list[bytes]:
         """Per row: the array<float> and the version string after it (empty arrays carry no version)."""
-        if rows.shape[1] == 0:
-            return [_EMPTY + _string("")] * len(rows)
-        head, tail, width = varint(rows.shape[1]), _EMPTY + _string(version), 4 * rows.shape[1]
-        raw = _float32(rows).tobytes()
-        return [head + raw[k * width : (k + 1) * width] + tail for k in range(len(rows))]
+        return _float_rows(rows, _string(version if rows.shape[1] else ""))
 
     @staticmethod
     def _reasons(reasons: Sequence[tuple[str, float, float]], source: bytes) -> bytes:
@@ -112,3 +117,51 @@ class DecisionColumns:
                       float_bytes(float(contribution)), source]  # fmt: skip
         parts.append(_EMPTY)
         return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class BufferColumns:
+    """One arm's band rows of a batch, on their way to the deep stage: row k is one BufferRecord."""
+
+    transactions: Sequence[Transaction]
+    features: np.ndarray  # (n, F) float32
+    feature_set_version: str
+    scores: np.ndarray  # (n,) XGBoost's probability
+    margins: np.ndarray  # (n,) its margin
+    leaves: np.ndarray  # (n, trees) leaf index per tree
+    model_version: str
+    arm: str
+    ingest_ms: np.ndarray  # (n,) each input record's append time
+    scored_ms: int
+    partitions: np.ndarray  # (n,) source partition
+    offsets: np.ndarray  # (n,) source offset
+    sequences: np.ndarray  # (n, S) float32
+    sequence_version: str
+
+    def records(self) -> Iterator[BufferRecord]:
+        """The rows as BufferRecords (what `write` encodes)."""
+        for k, tx in enumerate(self.transactions):
+            yield BufferRecord(tx, tuple(self.features[k].tolist()), self.feature_set_version, float(self.scores[k]),
+                               float(self.margins[k]), tuple(self.leaves[k].tolist()), self.model_version, self.arm,
+                               int(self.ingest_ms[k]), self.scored_ms, int(self.partitions[k]), int(self.offsets[k]),
+                               tuple(self.sequences[k].tolist()), self.sequence_version)  # fmt: skip
+
+    def write(self) -> list[bytes]:
+        """Each row's ScoredTransaction body (unframed), as `Codec.encode_buffer` writes its record."""
+        transaction = writer_for("Transaction")
+        if transaction is None:  # pragma: no cover - the bundled schema compiles (tests/unit/test_writer.py)
+            raise RuntimeError("the Transaction schema did not compile")
+        scores, margins = _float32(self.scores).tobytes(), _float32(self.margins).tobytes()
+        features = _float_rows(self.features, _string(self.feature_set_version))
+        leaves = int_rows(np.asarray(self.leaves, dtype=np.int64))
+        shared = _string(self.model_version) + _string(self.arm)
+        scored = varint(self.scored_ms)
+        sequences = _float_rows(self.sequences, _string(self.sequence_version))
+        out: list[bytes] = []
+        for k, tx in enumerate(self.transactions):
+            out.append(b"".join((
+                transaction.write(tx), features[k], scores[4 * k : 4 * k + 4], margins[4 * k : 4 * k + 4], leaves[k], shared,
+                varint(int(self.ingest_ms[k])), scored, varint(int(self.partitions[k])), varint(int(self.offsets[k])),
+                sequences[k],
+            )))  # fmt: skip
+        return out

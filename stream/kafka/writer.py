@@ -75,27 +75,40 @@ _LANES = np.arange(10, dtype=np.uint64)
 _BOUNDS = np.uint64(1) << (7 * _LANES[1:])  # a zigzag value at or above bound k takes k + 2 bytes
 
 
-def int_array(values: Sequence[int] | np.ndarray) -> bytes:
-    """An Avro array of ints or longs in one block, every varint at once (numpy)."""
-    n = len(values)
-    if not n:
-        return _NULL
-    v = np.asarray(values, dtype=np.int64)
+def varints(values: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """Every value's zigzag varint at once (numpy): their bytes back to back, and each one's length."""
+    v = np.asarray(values, dtype=np.int64).reshape(-1)
     z = ((v << 1) ^ (v >> 63)).view(np.uint64)
     if (z < 0x80).all():
-        body = z.astype(np.uint8).tobytes()
-    elif (z < 0x4000).all():  # leaf indices and the like: one or two bytes each
-        pair = np.empty((n, 2), dtype=np.uint8)
+        return z.astype(np.uint8).tobytes(), np.ones(len(z), dtype=np.int64)
+    if (z < 0x4000).all():  # leaf indices and the like: one or two bytes each
+        pair = np.empty((len(z), 2), dtype=np.uint8)
         two = z >= 0x80
         pair[:, 0] = (z & np.uint64(0x7F)) | (two.astype(np.uint64) << np.uint64(7))
         pair[:, 1] = z >> np.uint64(7)
-        body = pair[np.stack((np.ones(n, dtype=bool), two), axis=1)].tobytes()
-    else:
-        length = (1 + (z[:, None] >= _BOUNDS).sum(axis=1)).astype(np.uint64)
-        groups = ((z[:, None] >> (np.uint64(7) * _LANES)) & np.uint64(0x7F)).astype(np.uint8)
-        groups[_LANES[None, :] + np.uint64(1) < length[:, None]] |= 0x80
-        body = groups[_LANES[None, :] < length[:, None]].tobytes()
-    return varint(n) + body + _NULL
+        return pair[np.stack((np.ones(len(z), dtype=bool), two), axis=1)].tobytes(), 1 + two.astype(np.int64)
+    length = (1 + (z[:, None] >= _BOUNDS).sum(axis=1)).astype(np.uint64)
+    groups = ((z[:, None] >> (np.uint64(7) * _LANES)) & np.uint64(0x7F)).astype(np.uint8)
+    groups[_LANES[None, :] + np.uint64(1) < length[:, None]] |= 0x80
+    return groups[_LANES[None, :] < length[:, None]].tobytes(), length.astype(np.int64)
+
+
+def int_array(values: Sequence[int] | np.ndarray) -> bytes:
+    """An Avro array of ints or longs in one block, every varint at once (numpy)."""
+    if not len(values):
+        return _NULL
+    return varint(len(values)) + varints(np.asarray(values))[0] + _NULL
+
+
+def int_rows(rows: np.ndarray) -> list[bytes]:
+    """Each row of an (n, k) int matrix as an Avro int array: `int_array` of every row, in one pass."""
+    n, k = rows.shape
+    if k == 0:
+        return [_NULL] * n
+    body, lengths = varints(rows)
+    ends = np.cumsum(lengths.reshape(n, k).sum(axis=1)).tolist()
+    head = varint(k)
+    return [head + body[start:end] + _NULL for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def _string(out: list[bytes], value: str) -> None:

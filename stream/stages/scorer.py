@@ -36,8 +36,8 @@ from stream.config import FallbackSettings, ScorerSettings, Topics
 from stream.deadletter import dead_letter
 from stream.errors import ArtifactError, DuplicateTransaction, FeatureStoreError
 from stream.kafka.codec import Codec, Decoded
-from stream.kafka.columns import DecisionColumns
-from stream.records import BatchResult, BufferRecord, Decided, Decision, Failure, Output, Transaction
+from stream.kafka.columns import BufferColumns, DecisionColumns
+from stream.records import BatchResult, Decided, Decision, Failure, Output, Transaction
 from stream.stages.admission import admit, source_ids
 from stream.stages.guards import FeatureReader, GuardedFeatures, GuardedXGBoost, Scored, now_ms
 from stream.state.versions import Versions
@@ -184,27 +184,17 @@ class Scorer:
             contrib = xgbm.contributions(bundle.booster, x[flagged])[:, :-1]
             reasons = dict(zip(flagged.tolist(), top_reasons(contrib, x[flagged], FEATURE_NAMES), strict=True))
         band = np.flatnonzero(routes == AMBIGUOUS)
-        leaves = scored.leaves[band] if scored.leaves is not None else xgbm.leaves(bundle.booster, x[band])
-        for n, j in enumerate(band.tolist()):
-            i, d = int(rows[j]), b.decoded[int(rows[j])]
-            record = BufferRecord(
-                b.events[i],
-                tuple(x[j].tolist()),
-                FEATURE_SET_VERSION,
-                float(p[j]),
-                float(scored.margin[j]),
-                tuple(leaves[n].tolist()),
-                bundle.version,
-                arm.name,
-                d.source.timestamp_ms,
-                b.decided_at,
-                d.source.partition,
-                d.source.offset,
-                tuple(b.seq[i].tolist()),
-                SEQUENCE_VERSION,
-            )
-            key = b.events[i]["customer_id"].encode()
-            b.by_row[i] = Output(self.topics.ambiguous, key, self.codec.encode_buffer(record), [])
+        if band.size:
+            leaves = scored.leaves[band] if scored.leaves is not None else xgbm.leaves(bundle.booster, x[band])
+            at = rows[band].tolist()
+            buffered = BufferColumns(
+                [b.events[i] for i in at], x[band], FEATURE_SET_VERSION, p[band], scored.margin[band], leaves, bundle.version,
+                arm.name, np.array([b.decoded[i].source.timestamp_ms for i in at], dtype=np.int64), b.decided_at,
+                np.array([b.decoded[i].source.partition for i in at]), np.array([b.decoded[i].source.offset for i in at]),
+                b.seq[rows[band]], SEQUENCE_VERSION,
+            )  # fmt: skip
+            for i, value in zip(at, self.codec.encode_buffers(buffered), strict=True):
+                b.by_row[i] = Output(self.topics.ambiguous, b.events[i]["customer_id"].encode(), value, [])
         clear = np.flatnonzero(routes != AMBIGUOUS)
         if clear.size:
             at = rows[clear].tolist()

@@ -1,5 +1,5 @@
-"""Decisions written from columns are, byte for byte, the Decision records of the same rows
-as the codec encodes them one by one."""
+"""Decisions and buffer records written from columns are, byte for byte, the records of the
+same rows as the codec encodes them one by one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from models.decision import Outcome, Route
 from stream.kafka.codec import Codec
-from stream.kafka.columns import DecisionColumns
+from stream.kafka.columns import BufferColumns, DecisionColumns
 from stream.records import Transaction
 from stream.testing import sample_transaction
 
@@ -68,3 +68,34 @@ def test_a_row_reads_back_as_the_decision_it_was_built_from() -> None:
         ("amount", 120.0, 0.5, "xgb"), ("velocity", None, 0.25, "xgb")]  # fmt: skip
     assert (decision.model_version, decision.arm, decision.latency_ms, decision.features) == ("v3", "B", 7.0, (1.0, 1.0))
     assert (decision.feature_set_version, decision.sequence, decision.sequence_version) == ("fs2", (), "")
+
+
+@st.composite
+def buffered(draw: st.DrawFn) -> BufferColumns:
+    n = draw(st.integers(1, 6))
+    ids, times = st.text(min_size=1, max_size=12), st.integers(0, 2**62)
+    txs = [cast(Transaction, sample_transaction(k, transaction_id=draw(ids), event_time=draw(times))) for k in range(n)]
+    trees, width, seq_width = draw(st.sampled_from([0, 1, 221])), draw(st.sampled_from([0, 31])), draw(st.sampled_from([0, 5]))
+    leaf = st.integers(0, 300) | st.integers(-(2**31), 2**31 - 1)
+    return BufferColumns(
+        transactions=txs,
+        features=draw(arrays(np.float32, (n, width), elements=st.floats(width=32))),
+        feature_set_version=draw(st.text(max_size=6)),
+        scores=draw(arrays(np.float64, n, elements=odd_floats)),
+        margins=draw(arrays(np.float32, n, elements=st.floats(width=32))),
+        leaves=draw(arrays(np.int64, (n, trees), elements=leaf)),
+        model_version=draw(st.text(max_size=8)),
+        arm=draw(st.text(max_size=4)),
+        ingest_ms=np.array(draw(st.lists(st.integers(0, 2**40), min_size=n, max_size=n)), dtype=np.int64),
+        scored_ms=draw(st.integers(0, 2**40)),
+        partitions=np.array(draw(st.lists(st.integers(-1, 2**31 - 1), min_size=n, max_size=n))),
+        offsets=np.array(draw(st.lists(st.integers(-1, 2**62), min_size=n, max_size=n))),
+        sequences=draw(arrays(np.float32, (n, seq_width), elements=st.floats(width=32))),
+        sequence_version=draw(st.text(max_size=6)),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(buffered())
+def test_columns_write_each_band_rows_record_as_the_codec_encodes_it(cols: BufferColumns) -> None:
+    assert CODEC.encode_buffers(cols) == [CODEC.encode_buffer(r) for r in cols.records()]

@@ -6,13 +6,14 @@ import io
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 from fastavro import schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
-from stream.kafka.writer import Unsupported, compile_type, float_array, int_array, varint, writer_for
+from stream.kafka.writer import Unsupported, compile_type, float_array, int_array, int_rows, varint, writer_for
 from stream.testing import sample_transaction
 
 floats = st.one_of(
@@ -125,5 +126,7 @@ def test_varints_and_arrays_are_pinned() -> None:
         "06800181018080808080808080800100",
         "04ffffffffffffffffff01feffffffffffffffff0100",
     ]
+    matrix = np.array([[0, 64, -65], [1, 2**62, 3]])
+    assert int_rows(matrix) == [int_array(row) for row in matrix] and int_rows(matrix[:, :0]) == [b"\x00", b"\x00"]
     assert float_array([]) == b"\x00"
     assert float_array([1.0, -0.5]).hex() == "04" + "0000803f" + "000000bf" + "00"
