@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
@@ -78,7 +79,12 @@ def _loop(
     store: RedisFeatureStore,
     tick: Callable[[], None] | None = None,
 ) -> StageLoop:
-    """A stage's loop: its group, its replica's transactional id, its batches, its progress marks."""
+    """A stage's loop: its group, its replica's transactional id, its batches, its progress marks.
+
+    What start-up built (libraries, models, compiled kernels: some 170,000 objects for stage 1)
+    lives as long as the process: frozen out of the garbage collector's passes, so that a full
+    pass walks only what batches left behind instead of pausing a batch for tens of ms."""
+    gc.freeze()
     return StageLoop(
         name,
         settings.kafka,
