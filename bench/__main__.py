@@ -379,10 +379,12 @@ class Variant:
 
 
 def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: float, warm_up: bool = False,
-            variant: Variant = Variant()) -> dict[str, Any]:  # fmt: skip
+            variant: Variant = Variant(), run: str = "") -> dict[str, Any]:  # fmt: skip
     """End-to-end latency at a fixed offered load, both stages running (warm_up: print, do not count).
-    Also each process's CPU (share of one core) over the measured traffic."""
-    tag = f"p{load}{_short(processing)}{'warm' if warm_up else ''}{variant.name}"
+    Also each process's CPU (share of one core) over the measured traffic. `run` names a repeat
+    of the same measurement: each repeat gets topics of its own (a topic deleted and made again
+    under its name may still hold the last repeat's records)."""
+    tag = f"p{load}{_short(processing)}{'warm' if warm_up else ''}{variant.name}{run}"
     env = {**b.env(tag, processing), **variant.env}
     s = b.settings(env)
     procs = [b.service("score", env, tag, code=variant.code), b.service("deep", env, tag, code=variant.code)]
@@ -422,6 +424,9 @@ def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: 
     for p in procs:
         p.wait(60)
     lat = np.array(reader.latencies)
+    if len(lat) > count:  # a latency figure over records it did not send is no figure
+        raise RuntimeError(f"{len(lat):,} decisions read for {count:,} transactions sent ({tag}): a stale topic or "
+                           "duplicated decisions; see the stage logs in " + str(b.logs))  # fmt: skip
     series = {"latency_ms": reader.latencies, "received_ms": reader.received, "route": reader.routes,
               "to_decided_ms": [p[0] for p in reader.parts], "to_created_ms": [p[1] for p in reader.parts],
               "to_visible_ms": [p[2] for p in reader.parts]}  # fmt: skip

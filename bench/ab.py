@@ -102,7 +102,7 @@ def main() -> None:
     try:
         for r in range(args.rounds):
             for v in variants:
-                res = latency(b, {}, args.mode, args.load, args.seconds, variant=v)
+                res = latency(b, {}, args.mode, args.load, args.seconds, variant=v, run=f"r{r}")
                 rounds[v.name].append(res)
                 cpu = "  ".join(f"{k} {share:.2f}" for k, share in res["cpu_share"].items())
                 print(f"round {r} {v.name}: p50 {res['p50']:.1f} ms, p99 {res['p99']:.1f} ms; CPU {cpu}", flush=True)
