@@ -21,7 +21,7 @@ import numpy as np
 
 import schemas
 from models.decision import Outcome, Route
-from stream.kafka.writer import float_bytes, int_rows, varint, writer_for
+from stream.kafka.writer import float_bytes, int_rows, string_bytes, varint, writer_for
 from stream.records import BufferRecord, Decision, Transaction
 
 _DECISION = {f["name"]: f["type"] for f in schemas.plain_schema("Decision")["fields"]}
@@ -30,18 +30,13 @@ _ROUTE = {int(r): varint(_DECISION["route"]["symbols"].index(r.name)) for r in R
 _EMPTY, _PRESENT, _NULL = b"\x00", b"\x02", b"\x00"  # an empty array; a union's second branch; its null
 
 
-def _string(value: str) -> bytes:
-    raw = value.encode()
-    return varint(len(raw)) + raw
-
-
 def _float32(values: np.ndarray) -> np.ndarray:
     """float32 as `struct.pack('<f', float(v))` makes it (a Python int or float first: a double)."""
     with np.errstate(over="ignore"):
         return np.asarray(values, dtype=np.float64).astype("<f4")
 
 
-def _float_rows(rows: np.ndarray, tail: bytes = b"") -> list[bytes]:
+def _float_rows(rows: np.ndarray, tail: bytes) -> list[bytes]:
     """Each row of an (n, k) matrix as an Avro array<float>, `tail` after each."""
     if rows.shape[1] == 0:
         return [_EMPTY + tail] * len(rows)
@@ -89,14 +84,14 @@ class DecisionColumns:
         latencies = _float32(self.latencies()).tobytes()
         features = self._floats(self.features, self.feature_set_version)
         sequences = self._floats(self.sequences, self.sequence_version)
-        shared = _string(self.model_version) + _string(self.arm)
+        shared = string_bytes(self.model_version) + string_bytes(self.arm)
         decided = varint(self.decided_ms)
-        source = _string(self.source)
+        source = string_bytes(self.source)
         out: list[bytes] = []
         for k in range(n):
             tx, score = self.transactions[k], scores[4 * k : 4 * k + 4]
             out.append(b"".join((
-                _string(tx["transaction_id"]), _string(tx["customer_id"]), _OUTCOME[int(self.outcomes[k])],
+                string_bytes(tx["transaction_id"]), string_bytes(tx["customer_id"]), _OUTCOME[int(self.outcomes[k])],
                 score, _PRESENT, score, _NULL, _ROUTE[int(self.routes[k])], self._reasons(self.reasons[k], source),
                 shared, varint(int(tx["event_time"])), decided, latencies[4 * k : 4 * k + 4], features[k], sequences[k],
             )))  # fmt: skip
@@ -105,7 +100,7 @@ class DecisionColumns:
     @staticmethod
     def _floats(rows: np.ndarray, version: str) -> list[bytes]:
         """Per row: the array<float> and the version string after it (empty arrays carry no version)."""
-        return _float_rows(rows, _string(version if rows.shape[1] else ""))
+        return _float_rows(rows, string_bytes(version if rows.shape[1] else ""))
 
     @staticmethod
     def _reasons(reasons: Sequence[tuple[str, float, float]], source: bytes) -> bytes:
@@ -113,7 +108,7 @@ class DecisionColumns:
             return _EMPTY
         parts = [varint(min(len(reasons), 4))]
         for name, value, contribution in reasons[:4]:
-            parts += [_string(name), _PRESENT + float_bytes(float(value)) if math.isfinite(value) else _NULL,
+            parts += [string_bytes(name), _PRESENT + float_bytes(float(value)) if math.isfinite(value) else _NULL,
                       float_bytes(float(contribution)), source]  # fmt: skip
         parts.append(_EMPTY)
         return b"".join(parts)
@@ -152,11 +147,11 @@ class BufferColumns:
         if transaction is None:  # pragma: no cover - the bundled schema compiles (tests/unit/test_writer.py)
             raise RuntimeError("the Transaction schema did not compile")
         scores, margins = _float32(self.scores).tobytes(), _float32(self.margins).tobytes()
-        features = _float_rows(self.features, _string(self.feature_set_version))
+        features = _float_rows(self.features, string_bytes(self.feature_set_version))
         leaves = int_rows(np.asarray(self.leaves, dtype=np.int64))
-        shared = _string(self.model_version) + _string(self.arm)
+        shared = string_bytes(self.model_version) + string_bytes(self.arm)
         scored = varint(self.scored_ms)
-        sequences = _float_rows(self.sequences, _string(self.sequence_version))
+        sequences = _float_rows(self.sequences, string_bytes(self.sequence_version))
         out: list[bytes] = []
         for k, tx in enumerate(self.transactions):
             out.append(b"".join((

@@ -111,10 +111,10 @@ def int_rows(rows: np.ndarray) -> list[bytes]:
     return [head + body[start:end] + _NULL for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
 
-def _string(out: list[bytes], value: str) -> None:
+def string_bytes(value: str) -> bytes:
+    """An Avro string: its UTF-8 length (a varint), then the bytes."""
     raw = value.encode()
-    out.append(varint(len(raw)))
-    out.append(raw)
+    return varint(len(raw)) + raw
 
 
 _PRIMITIVES: dict[str, Write] = {
@@ -124,7 +124,7 @@ _PRIMITIVES: dict[str, Write] = {
     "long": lambda out, value: out.append(varint(int(value))),
     "float": lambda out, value: out.append(float_bytes(float(value))),
     "double": lambda out, value: out.append(_DOUBLE.pack(float(value))),
-    "string": _string,
+    "string": lambda out, value: out.append(string_bytes(value)),
 }
 
 

@@ -183,13 +183,14 @@ class Scorer:
         if flagged.size:
             contrib = xgbm.contributions(bundle.booster, x[flagged])[:, :-1]
             reasons = dict(zip(flagged.tolist(), top_reasons(contrib, x[flagged], FEATURE_NAMES), strict=True))
+        ingest = np.array([b.decoded[i].source.timestamp_ms for i in rows.tolist()], dtype=np.int64)
         band = np.flatnonzero(routes == AMBIGUOUS)
         if band.size:
             leaves = scored.leaves[band] if scored.leaves is not None else xgbm.leaves(bundle.booster, x[band])
             at = rows[band].tolist()
             buffered = BufferColumns(
                 [b.events[i] for i in at], x[band], FEATURE_SET_VERSION, p[band], scored.margin[band], leaves, bundle.version,
-                arm.name, np.array([b.decoded[i].source.timestamp_ms for i in at], dtype=np.int64), b.decided_at,
+                arm.name, ingest[band], b.decided_at,
                 np.array([b.decoded[i].source.partition for i in at]), np.array([b.decoded[i].source.offset for i in at]),
                 b.seq[rows[band]], SEQUENCE_VERSION,
             )  # fmt: skip
@@ -200,8 +201,8 @@ class Scorer:
             at = rows[clear].tolist()
             columns = DecisionColumns(
                 [b.events[i] for i in at], outcome[clear], routes[clear], p[clear], [reasons.get(j, []) for j in clear.tolist()],
-                "xgb", bundle.version, arm.name, np.array([b.decoded[i].source.timestamp_ms for i in at], dtype=np.int64),
-                b.decided_at, x[clear], FEATURE_SET_VERSION, b.seq[rows[clear]], SEQUENCE_VERSION,
+                "xgb", bundle.version, arm.name, ingest[clear], b.decided_at, x[clear], FEATURE_SET_VERSION,
+                b.seq[rows[clear]], SEQUENCE_VERSION,
             )  # fmt: skip
             self._emit_columns(b, at, columns)
         return Level.NORMAL if deep_ok else Level.XGB_FALLBACK

@@ -22,6 +22,11 @@ odd_floats = st.one_of(st.floats(width=32), st.floats(min_value=-1e300, max_valu
 reason = st.tuples(st.text(max_size=10), odd_floats, st.floats(width=32, allow_nan=False))
 
 
+def transactions(draw: st.DrawFn, n: int) -> list[Transaction]:
+    ids, times = st.text(min_size=1, max_size=12), st.integers(0, 2**62)
+    return [cast(Transaction, sample_transaction(k, transaction_id=draw(ids), event_time=draw(times))) for k in range(n)]
+
+
 @st.composite
 def columns(draw: st.DrawFn) -> DecisionColumns:
     n = draw(st.integers(1, 8))
@@ -29,8 +34,7 @@ def columns(draw: st.DrawFn) -> DecisionColumns:
     seq_width = draw(st.sampled_from([0, 5]))
     wide = draw(st.booleans())  # XGBoost's float32 probabilities, or doubles beyond float32's range
     scores = arrays(np.float64, n, elements=odd_floats) if wide else arrays(np.float32, n, elements=st.floats(width=32))
-    ids, times = st.text(min_size=1, max_size=12), st.integers(0, 2**62)
-    txs = [cast(Transaction, sample_transaction(k, transaction_id=draw(ids), event_time=draw(times))) for k in range(n)]
+    txs = transactions(draw, n)
     return DecisionColumns(
         transactions=txs,
         outcomes=np.array(draw(st.lists(st.sampled_from(list(Outcome)), min_size=n, max_size=n)), dtype=np.int8),
@@ -73,8 +77,7 @@ def test_a_row_reads_back_as_the_decision_it_was_built_from() -> None:
 @st.composite
 def buffered(draw: st.DrawFn) -> BufferColumns:
     n = draw(st.integers(1, 6))
-    ids, times = st.text(min_size=1, max_size=12), st.integers(0, 2**62)
-    txs = [cast(Transaction, sample_transaction(k, transaction_id=draw(ids), event_time=draw(times))) for k in range(n)]
+    txs = transactions(draw, n)
     trees, width, seq_width = draw(st.sampled_from([0, 1, 221])), draw(st.sampled_from([0, 31])), draw(st.sampled_from([0, 5]))
     leaf = st.integers(0, 300) | st.integers(-(2**31), 2**31 - 1)
     return BufferColumns(
