@@ -25,7 +25,6 @@ from typing import Any
 
 import redis
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
-from redis.commands.core import Script
 
 from bench.__main__ import Bench
 from bench.staircase import in_process_scorer
@@ -35,13 +34,15 @@ from stream.config import load_settings
 from stream.kafka.codec import Codec
 from stream.stages.guards import GuardedXGBoost
 from stream.state.featurestore import RedisFeatureStore
+from stream.state.pending import PendingScript
 
 # (label, function as pstats names it: file suffix, function name), cumulative time each.
 PARTS = (
     ("Avro decode of the input", ("stream/kafka/codec.py", "decode_messages")),
     ("Redis read (claims script + MGET, one MULTI/EXEC)", ("stream/state/featurestore.py", "_claim_and_load")),
     ("feature engine", ("models/features.py", "transform")),
-    ("Redis write (one script)", ("redis/commands/core.py", "evalsha")),
+    ("Redis write: build and send the script call", ("stream/state/featurestore.py", "_write_state")),
+    ("Redis write: wait for its reply (later)", ("stream/state/pending.py", "wait")),
     ("XGBoost scores (or the numpy tree walk)", ("stream/stages/guards.py", "score")),
     ("XGBoost leaves of the band (big batches)", ("models/xgb.py", "leaves")),
     ("XGBoost reasons of flagged rows", ("models/xgb.py", "contributions")),
@@ -53,7 +54,8 @@ TIMED = (
     (Codec, "decode_messages"),
     (RedisFeatureStore, "_claim_and_load"),
     (FeatureEngine, "transform"),
-    (Script, "__call__"),
+    (RedisFeatureStore, "_write_state"),
+    (PendingScript, "wait"),
     (GuardedXGBoost, "score"),
     (xgbm, "leaves"),
     (xgbm, "contributions"),

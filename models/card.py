@@ -124,19 +124,20 @@ def updated(cards: Mapping[str, np.ndarray], appended: Mapping[str, np.ndarray])
     before = stack([cards.get(c) for c in ids])
     after = before.copy()
     owner = np.repeat(np.arange(len(ids)), [len(appended[c]) for c in ids])
-    append_many(after, owner, np.concatenate([appended[c].view(RECORD) for c in ids]).view(HISTORY_DTYPE))
+    # (joined as bytes: numpy concatenates structured arrays at ~10 µs an array)
+    append_many(after, owner, np.frombuffer(b"".join(appended[c].tobytes() for c in ids), dtype=HISTORY_DTYPE))
     return before, after
 
 
-def changed_buckets(before: np.ndarray, after: np.ndarray) -> list[bytes]:
-    """Per card of two aligned (U,) arrays, the day buckets `after` holds differently, each as
-    its index (1 byte) and its 16 bytes: what the write script stores in place."""
+def changed_buckets(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, bytes]:
+    """The day buckets `after` holds differently from `before` (two aligned (U,) card arrays):
+    (per card, how many (U,) int32 LE), and those buckets card by card, each as its index
+    (1 byte) and its 16 bytes — what the write script stores in place."""
     old, new = before["days"].view(VBUCKET), after["days"].view(VBUCKET)
-    rows, cols = np.nonzero(old != new)
-    out = [b""] * len(after)
-    for u, b in zip(rows.tolist(), cols.tolist(), strict=True):
-        out[u] += bytes([b]) + new[u, b].tobytes()
-    return out
+    rows, cols = np.nonzero(old != new)  # row-major: grouped by card, in card order
+    entries = np.empty(len(rows), dtype=[("bucket", "u1"), ("value", VBUCKET)])
+    entries["bucket"], entries["value"] = cols, new[rows, cols]
+    return np.bincount(rows, minlength=len(after)).astype("<i4"), entries.tobytes()
 
 
 def card_of_history(history: np.ndarray) -> np.ndarray:

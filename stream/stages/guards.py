@@ -19,10 +19,10 @@ from xgboost.core import XGBoostError
 
 from models import xgb as xgbm
 from models.artifacts import ModelBundle
-from models.features import BatchFeatures
 from stream.config import FallbackSettings
 from stream.errors import FeatureStoreError
 from stream.stages.breaker import CircuitBreaker
+from stream.state.featurestore import Staged
 
 log = structlog.get_logger("fraudstream.scorer")
 T = TypeVar("T")
@@ -31,7 +31,7 @@ T = TypeVar("T")
 class FeatureReader(Protocol):
     """What stage 1 needs of a feature store (`RedisFeatureStore`, `stream.testing.MemoryFeatureStore`)."""
 
-    def features(self, events: Sequence[Mapping[str, Any]], sources: Sequence[int] | None = None) -> BatchFeatures: ...
+    def stage(self, events: Sequence[Mapping[str, Any]], sources: Sequence[int] | None = None) -> Staged: ...
 
     def warm_up(self) -> None: ...
 
@@ -52,23 +52,39 @@ class Timed(Generic[T]):
 
 
 class GuardedFeatures:
+    """The feature store in two steps: `read` (features, the state write sent) and `acknowledge`
+    (the write applied); the breaker counts a batch as a success only once both held."""
+
     def __init__(self, store: FeatureReader, fallback: FallbackSettings, clock: Callable[[], float]) -> None:
         self.store = store
         self.clock = clock
         self.breaker = CircuitBreaker("redis", fallback.breaker_failures, fallback.breaker_reset_s, clock)
 
-    def read(self, events: Sequence[Mapping[str, Any]], sources: Sequence[int]) -> Timed[BatchFeatures]:
+    def read(self, events: Sequence[Mapping[str, Any]], sources: Sequence[int]) -> Timed[Staged]:
         if not self.breaker.allow():
             return Timed(None, None)
         t = self.clock()
         try:
-            result = self.store.features(events, sources)
+            result = self.store.stage(events, sources)
         except FeatureStoreError as exc:
-            self.breaker.failure()
-            log.warning("features_unavailable", error=str(exc), breaker=self.breaker.state.value)
+            self._failed(exc)
+            return Timed(None, self.clock() - t)
+        return Timed(result, self.clock() - t)
+
+    def acknowledge(self, staged: Staged) -> Timed[bool]:
+        """Wait for the batch's state write: True when applied, None (and a failure) when not."""
+        t = self.clock()
+        try:
+            staged.acknowledge()
+        except FeatureStoreError as exc:
+            self._failed(exc)
             return Timed(None, self.clock() - t)
         self.breaker.success()
-        return Timed(result, self.clock() - t)
+        return Timed(True, self.clock() - t)
+
+    def _failed(self, exc: FeatureStoreError) -> None:
+        self.breaker.failure()
+        log.warning("features_unavailable", error=str(exc), breaker=self.breaker.state.value)
 
 
 class GuardedXGBoost:

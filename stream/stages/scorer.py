@@ -3,13 +3,16 @@
 A batch goes through these steps, in this order, and comes back as a BatchResult:
 
     admit     decode and check every record; unreadable ones become dead letters
-    features  one feature-store call for the batch (None while Redis is down); a
-              transaction id already decided from another record is dead-lettered
+    features  one feature-store read for the batch (None while Redis is down), its state
+              write sent at once; a transaction id already decided from another record
+              is dead-lettered
     per arm   the arm's model version; XGBoost over its rows; `models.decision.stage_one`
               decides the clear cases, the band goes to the buffer topic for the deep
               stage (or, with the deep stage down, is decided here: XGB_FALLBACK)
     rules     where XGBoost cannot score (no model, failing, over its deadline): the
               rules (RULES), and where they cannot decide, the safe default (SAFE_DEFAULT)
+    write     the state write acknowledged; when it failed, the batch is decided again
+              as without features (rules, safe default)
 
 Nothing here touches Kafka: the loop (`stream.kafka.loop`) produces the outputs in the
 batch's transaction and records the metrics from the result.
@@ -29,6 +32,7 @@ from confluent_kafka import Message
 from models import xgb as xgbm
 from models.artifacts import ModelBundle
 from models.decision import AMBIGUOUS, Arm, Level, Outcome, Route, assign_arms, route, stage_one, top_reasons
+from models.features import BatchFeatures
 from models.featureset import FEATURE_NAMES, FEATURE_SET_VERSION, N_FEATURES
 from models.rules import evaluate as evaluate_rules
 from models.sequence import SEQUENCE_VERSION
@@ -116,15 +120,30 @@ class Scorer:
             log.warning("warm_up_without_redis", error=str(exc))
 
     def score(self, b: _Batch, steps: dict[str, float]) -> list[Output]:
-        """Features for the batch, then each arm's rows by its model (or the rules); outputs in input order."""
+        """Features for the batch, then each arm's rows by its model (or the rules); outputs in input
+        order. Redis applies the state write while the arms run; when it failed, the features
+        are unusable and the batch is decided again without them (the fallback chain)."""
+        read = self.features.read(b.events, source_ids(b.decoded))
+        if read.value is None:
+            steps.update({"features": read.seconds} if read.seconds is not None else {})
+            return self._arms(b, None, steps)
+        try:
+            out = self._arms(b, read.value.features, steps)
+        finally:
+            written = self.features.acknowledge(read.value)
+        steps["features"] = (read.seconds or 0.0) + (written.seconds or 0.0)
+        if written.value is None:
+            b.by_row, b.decided, b.levels = {}, [], [Level.NORMAL]
+            return self._arms(b, None, steps)
+        return out
+
+    def _arms(self, b: _Batch, features: BatchFeatures | None, steps: dict[str, float]) -> list[Output]:
+        """Each arm's rows by its model, or the rules without features; repeats dead-lettered."""
         events = b.events
-        read = self.features.read(events, source_ids(b.decoded))
-        if read.seconds is not None:
-            steps["features"] = read.seconds
-        x = read.value.features if read.value is not None else None
-        if read.value is not None:
-            b.seq = read.value.sequences.reshape(len(events), -1)
-        repeats = read.value.repeats if read.value is not None else np.zeros(len(events), dtype=bool)
+        x = features.features if features is not None else None
+        if features is not None:
+            b.seq = features.sequences.reshape(len(events), -1)
+        repeats = features.repeats if features is not None else np.zeros(len(events), dtype=bool)
         out = [self._repeat(b.decoded[i]) for i in np.flatnonzero(repeats).tolist()]
         arm_idx = assign_arms([e["customer_id"] for e in b.events], self.arms)
         for a, arm in enumerate(self.arms):
@@ -223,18 +242,9 @@ class Scorer:
             else:
                 o, r, why = Outcome(int(outcomes[j])), Route.RULES, names[j] or "no_rule_matched"
             decision = Decision.of(
-                tx,
-                o,
-                r,
-                1.0 if o != Outcome.APPROVE else 0.0,
-                reasons=[(why, float(tx["amount"]) / 100, 1.0)],
-                source="rules",
-                model_version=version,
-                arm=arm.name,
-                ingest_ms=d.source.timestamp_ms,
-                decided_ms=b.decided_at,
-                features=xs[j],
-                feature_set_version=FEATURE_SET_VERSION,
-            )
+                tx, o, r, 1.0 if o != Outcome.APPROVE else 0.0, reasons=[(why, float(tx["amount"]) / 100, 1.0)],
+                source="rules", model_version=version, arm=arm.name, ingest_ms=d.source.timestamp_ms,
+                decided_ms=b.decided_at, features=xs[j], feature_set_version=FEATURE_SET_VERSION,
+            )  # fmt: skip
             self._emit(b, i, decision)
         return Level.SAFE_DEFAULT if (outcomes < 0).any() else Level.RULES

@@ -12,11 +12,13 @@ Per micro-batch: one atomic round trip (MULTI/EXEC) of a script call (CLAIM_BATC
 claims each transaction id for its record (SET NX GET on the id's ledger key: a second record
 with an id already claimed by another — under any customer — is a repeat, dead-lettered by
 the scorer and never decided twice; the same record delivered again keeps its claim) and an
-MGET of every entity the batch touches, the pure feature computation, then one script call (WRITE_BATCH) that writes the
-new records and changed day buckets into the cards and bumps the terminal counts —
-atomically, so a re-delivered batch (its ids already in the rings) gets the same features
-and counts nothing twice. The card key carries the feature set version, so a build of
-another set never reads it (fs1 histories become fs2 cards: `stream.state.migration`).
+MGET of every entity the batch touches, the pure feature computation, then one script call
+(WRITE_BATCH, its arguments `stream.state.update`) that writes the new records and changed
+day buckets into the cards and bumps the terminal counts, atomically — sent at once and
+acknowledged once the scorer used the features (`Staged`, `stream.state.pending`). A
+re-delivered batch (its ids already in the rings) gets the same features and counts nothing
+twice. The card key carries the feature set version, so a build of another set never reads
+it (fs1 histories become fs2 cards: `stream.state.migration`).
 
 On a Redis Cluster (`redis.cluster`) the same round trips go through a cluster pipeline,
 each node getting the commands for its slots: one command per key to read, one script call
@@ -28,7 +30,8 @@ and their counts on the keys not written are missing, as on a single primary who
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -36,7 +39,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from models import kernels
-from models.card import CARD_BYTES, card_view, changed_buckets, updated
+from models.card import CARD_BYTES, card_view
 from models.features import BatchFeatures, FeatureEngine
 from models.featureset import FEATURE_SET_VERSION, N_FEATURES, ring_from_bytes
 from models.offline import OfflineFeatures
@@ -44,9 +47,25 @@ from models.sequence import N_SEQ, SEQ_LEN
 from models.units import DAY_MS
 from stream.errors import FeatureStoreError
 from stream.state.connection import Client
+from stream.state.pending import PendingScript
 from stream.state.scripts import CLAIM_BATCH, COUNT_LABELS, WRITE_BATCH, claim_and_get, run
+from stream.state.update import state_update
 
 State = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A batch's features, with its state write sent to Redis and not yet acknowledged: the
+    scorer scores and encodes while Redis applies the write, then `acknowledge()`s it (exactly
+    once; FeatureStoreError when the write failed, and then the features must not be used)."""
+
+    features: BatchFeatures
+    acknowledge: Callable[[], None]
+
+
+def _done() -> None:
+    """The acknowledgement of a write already acknowledged."""
 
 
 def _split(customer_ids: Sequence[str], terminal_ids: Sequence[str], blobs: Sequence[bytes | None]) -> tuple[State, State]:
@@ -124,6 +143,13 @@ class RedisFeatureStore:
         `sources` names each event's delivery (see `stage.admission.source_ids`): the same
         transaction id from another delivery is a repeat, whose row holds NaN and whose event
         leaves the state untouched."""
+        staged = self.stage(events, sources)
+        staged.acknowledge()
+        return staged.features
+
+    def stage(self, events: Sequence[Mapping[str, Any]], sources: Sequence[int] | None = None) -> Staged:
+        """`features`, returning once the state write is sent rather than applied (on a single
+        primary: a Redis Cluster's writes are acknowledged before this returns)."""
         cids = list(dict.fromkeys(e["customer_id"] for e in events))
         tids = list(dict.fromkeys(e["terminal_id"] for e in events))
         taken, customers, terminals = self._claim_and_load(events, sources, cids, tids)
@@ -146,32 +172,27 @@ class RedisFeatureStore:
             result = BatchFeatures(feats, appended, counts, repeats, seqs)
         else:
             result = self.engine.transform(events, customers, terminals, sources)
-        self._write_state(result, customers)
-        return result
+        return Staged(result, self._write_state(result, customers))
 
-    def _write_state(self, result: BatchFeatures, cards: Mapping[str, np.ndarray]) -> None:
-        """The batch's card changes and terminal counts, in one script call (a cluster: one per key)."""
-        head: list[Any] = [self.ttl_ms]
-        calls: list[tuple[list[str], list[Any]]] = []
-        # Per card: its count as read, the new records, the day buckets they change (scripts.WRITE_BATCH).
-        before, after = updated(cards, result.appended)
-        read, now, changed = before["seq"].tolist(), after["seq"].tolist(), changed_buckets(before, after)
-        customers = []
-        for j, (c, records) in enumerate(result.appended.items()):
-            expected = read[j] if now[j] == read[j] + len(records) else -1  # -1: the script applies them
-            customers.append((self.customer_key(c), (expected, records.tobytes(), changed[j])))
+    def _write_state(self, result: BatchFeatures, cards: Mapping[str, np.ndarray]) -> Callable[[], None]:
+        """The batch's card changes and terminal counts, in one script call sent now and
+        acknowledged by the callable returned (a cluster: one call per key, acknowledged here)."""
+        customers = list(result.appended)
         by_terminal: dict[str, list[int]] = {}
         for (tid, day), count in result.terminal_counts.items():
-            by_terminal.setdefault(self.terminal_key(tid), []).extend((day, count))
-        if self.cluster:
-            calls += [([key], [1, *head, *blob]) for key, blob in customers]
-            calls += [([key], [0, *head, len(pairs) // 2, *pairs]) for key, pairs in by_terminal.items()]
-        elif customers or by_terminal:
-            args: list[Any] = [len(customers), *head, *(part for _, blob in customers for part in blob)]
-            for pairs in by_terminal.values():
-                args += [len(pairs) // 2, *pairs]
-            calls.append(([key for key, _ in customers] + list(by_terminal), args))
+            by_terminal.setdefault(tid, []).extend((day, count))
+        if not (customers or by_terminal):
+            return _done
+        keys = [self.customer_key(c) for c in customers] + [self.terminal_key(t) for t in by_terminal]
+        update = state_update(cards, result.appended, list(by_terminal.values()))
+        if not self.cluster:
+            return PendingScript(
+                cast(redis.Redis, self.client), self._write, keys, update.args(self.ttl_ms), "feature update failed"
+            ).wait
+        nc = len(customers)
+        calls = [([key], update.one(j, j < nc).args(self.ttl_ms)) for j, key in enumerate(keys)]
         run(self.client, self._write, calls, "feature update failed")
+        return _done
 
     def apply_labels(self, labels: Sequence[Mapping[str, Any]]) -> int:
         """Count fraud labels into terminal state, once per transaction id; returns labels sent."""

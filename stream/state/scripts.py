@@ -125,25 +125,31 @@ local function card_append(key, expected, recs, changed, ttl)
 end
 """
 
-# KEYS: customer keys, then terminal keys. ARGV: #customers, ttl ms, per customer the record
-# count the scorer read, its new records and the buckets they change, then per terminal:
-# #days, (day, count)...
+# KEYS: customer keys, then terminal keys. ARGV, each list packed little-endian by numpy
+# (`stream.state.featurestore.write_args`): #customers, ttl ms; per customer the record count
+# the scorer read (i8), its new records (i4 count; the records, one after another) and the
+# buckets they change (i4 count; the buckets); per terminal its #days (i4), then (day, count)
+# i4 pairs of every terminal, one after another.
 WRITE_BATCH = (
     _BUMP
     + _CARD
     + """
 local nc, ttl = tonumber(ARGV[1]), ARGV[2]
-local a = 3
+local read, nrec, recs, nchg, chg, ndays, pairs = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local r, c = 1, 1
 for i = 1, nc do
-  card_append(KEYS[i], tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ttl)  -- count, records, buckets
-  a = a + 3
+  local k, m = struct.unpack('<i4', nrec, 4 * i - 3), struct.unpack('<i4', nchg, 4 * i - 3)
+  local rlen, clen = k * REC, m * (BUCKET + 1)
+  local expected = struct.unpack('<i8', read, 8 * i - 7)
+  card_append(KEYS[i], expected, string.sub(recs, r, r + rlen - 1), string.sub(chg, c, c + clen - 1), ttl)
+  r, c = r + rlen, c + clen
 end
+local p = 1
 for i = nc + 1, #KEYS do
-  local days = tonumber(ARGV[a])
-  a = a + 1
-  for _ = 1, days do
-    bump(KEYS[i], tonumber(ARGV[a]), 2, tonumber(ARGV[a + 1]))
-    a = a + 2
+  for _ = 1, struct.unpack('<i4', ndays, 4 * (i - nc) - 3) do
+    local day, count = struct.unpack('<i4i4', pairs, p)
+    bump(KEYS[i], day, 2, count)
+    p = p + 8
   end
   redis.call('PEXPIRE', KEYS[i], ttl)
 end

@@ -19,20 +19,31 @@ from models.offline import OfflineFeatures
 from models.sequence import N_SEQ, SEQ_LEN
 from models.xgb import Forest
 from stream.errors import FeatureStoreError
+from stream.state.featurestore import Staged
 
 
 class MemoryFeatureStore:
     """`RedisFeatureStore`'s contract over `OfflineFeatures`: the same vectors, idempotent per
     delivery, a transaction id claimed by another delivery reported as a repeat; `down = True`
-    makes every call fail as an unreachable Redis does."""
+    makes every call fail as an unreachable Redis does, `write_fails = True` only the state
+    writes' acknowledgements."""
 
     def __init__(self, engine: FeatureEngine | None = None) -> None:
         self.offline = OfflineFeatures(engine or FeatureEngine())
         self.claims: dict[str, int] = {}
         self.down = False
+        self.write_fails = False
         self.calls = 0
+        self.acknowledged = 0
 
     def features(self, events: Sequence[Mapping[str, Any]], sources: Sequence[int] | None = None) -> BatchFeatures:
+        staged = self.stage(events, sources)
+        staged.acknowledge()
+        return staged.features
+
+    def stage(self, events: Sequence[Mapping[str, Any]], sources: Sequence[int] | None = None) -> Staged:
+        """The features; the write acknowledged later fails when `write_fails` is set (Redis lost
+        between the read and the write's reply)."""
         self.calls += 1
         if self.down:
             raise FeatureStoreError("feature read failed: in-memory store marked down")
@@ -47,7 +58,12 @@ class MemoryFeatureStore:
         if kept.size:
             inner = self.offline.process_batch([events[i] for i in kept.tolist()])
             feats[kept], seqs[kept] = inner.features, inner.sequences
-        return BatchFeatures(feats, {}, {}, repeats, seqs)
+        return Staged(BatchFeatures(feats, {}, {}, repeats, seqs), self._acknowledge)
+
+    def _acknowledge(self) -> None:
+        self.acknowledged += 1
+        if self.write_fails:
+            raise FeatureStoreError("feature update failed: in-memory store marked failing writes")
 
     def warm_up(self) -> None:
         if self.down:

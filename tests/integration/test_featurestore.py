@@ -158,6 +158,32 @@ def test_a_single_primary_that_forgot_the_scripts_gets_them_again(infra: LocalIn
     client.close()
 
 
+def test_a_write_refused_by_redis_fails_at_its_acknowledgement_and_leaves_the_connection_usable(
+    infra: LocalInfra, uid: str
+) -> None:
+    """The batch's write is sent with the features and answered later: an error reply (a card
+    key of another type) surfaces when the scorer acknowledges it, not before; the next batch
+    runs on a fresh connection, with the records' claims kept."""
+    from stream.errors import FeatureStoreError
+    from stream.testing import sample_transaction
+
+    client = _client({"FRAUDSTREAM_REDIS_URL": infra.redis_url})
+    store = RedisFeatureStore(client, uid, 40, FeatureEngine(7))
+    store.warm_up()
+    events = [sample_transaction(i) for i in range(30)]
+    blocker = store.customer_key(events[0]["customer_id"])
+    client.hset(blocker, "not", "a card")
+    staged = store.stage(events, list(range(1, 31)))
+    assert staged.features.features.shape[0] == 30 and not staged.features.repeats.any()
+    with pytest.raises(FeatureStoreError, match=r"feature update failed.*WRONGTYPE"):
+        staged.acknowledge()
+    client.delete(blocker)
+    again = store.features(events, list(range(1, 31)))  # the same records: their claims hold
+    assert not again.repeats.any()
+    np.testing.assert_array_equal(again.features, staged.features.features)
+    client.close()
+
+
 def test_migration_builds_each_fs1_history_into_the_card_fs2_would_have_built(infra: LocalInfra, uid: str) -> None:
     from models.card import card_from_bytes
     from stream.state.migration import migrate_fs1

@@ -55,10 +55,15 @@ def test_ring_records_and_changed_buckets_match_the_one_card_helpers(batch: tupl
     assert stored.tobytes() == b"".join(r.tobytes() for r in expected)
     more = dict.fromkeys(state, records[:3])  # the first ids again, and the rest new to the card
     before, after = updated(state, more)
+    counts, entries = changed_buckets(before, after)
+    at = 0
     for j, (c, card) in enumerate(state.items()):
         alone = card.copy()
         append(alone, more[c])
         assert after[j : j + 1].tobytes() == alone.tobytes()
-        changed = changed_buckets(before, after)[j]
+        changed = entries[at : at + 17 * int(counts[j])]
+        at += len(changed)
         days = [changed[k] for k in range(0, len(changed), 17)]
         assert days == sorted(set(np.flatnonzero(card["days"][0] != alone["days"][0]).tolist()))
+        assert all(changed[k + 1 : k + 17] == alone["days"][0][changed[k]].tobytes() for k in range(0, len(changed), 17))
+    assert at == len(entries)

@@ -78,6 +78,23 @@ def test_redis_down_gives_rules_or_the_safe_default_and_no_stale_step_timings() 
     assert result.level == Level.SAFE_DEFAULT
 
 
+def test_a_state_write_that_fails_after_scoring_has_the_batch_decided_again_by_rules() -> None:
+    """The write is acknowledged after XGBoost ran: when it fails, no XGBoost decision of the
+    batch is published (its features are not in Redis) — each record gets one rules decision."""
+    store = MemoryFeatureStore()
+    s = scorer(store)
+    store.write_fails = True
+    result = s.process(messages([LOW, MID, 250_000]))
+    ds = decisions(result)
+    assert len(result.outputs) == len(ds) == 3 and store.acknowledged == 1
+    assert {d.route for d in ds} <= {Route.RULES, Route.SAFE_DEFAULT}
+    assert all(o.topic == TOPICS.decisions for o in result.outputs)  # none of the band buffered
+    assert s.features.breaker.failures == 1
+    store.write_fails = False
+    again = s.process(messages([LOW], start=10))
+    assert [d.route for d in decisions(again)] == [Route.XGB_APPROVE] and s.features.breaker.failures == 0
+
+
 def test_a_broken_deploy_decides_by_rules() -> None:
     versions = FixedVersions(tiny_bundle())
     versions.promote("v-broken")
