@@ -50,8 +50,16 @@ class Metrics:
         self.ready = False
         self._version: str | None = None
 
-    def record_batch(self, result: BatchResult, dlq_topic: str | None = None) -> None:
-        """What a stage reported of one committed batch: decisions, dead letters, level, step times, model."""
+    def record_batch(
+        self, result: BatchResult, dlq_topic: str | None = None, records: int = 0, process_s: float = 0.0, commit_s: float = 0.0
+    ) -> None:
+        """What a stage reported of one committed batch of `records`: decisions, dead letters,
+        level, step times (the loop's `process` and `commit` among them), model."""
+        if records:
+            self.records.inc(records)
+            self.batch_size.observe(records)
+            self.step_seconds.labels("process").observe(process_s)
+            self.step_seconds.labels("commit").observe(commit_s)
         for out in result.outputs:
             if out.topic == dlq_topic:
                 self.dlq.labels(dict(out.headers).get("error.class", b"?").decode()).inc()

@@ -1,5 +1,5 @@
-"""Kafka client calls the checkpoint and the tools share: a call bounded in time, the
-offsets of a batch, and produce with back-pressure."""
+"""Kafka client calls the checkpoint and the tools share: a call bounded in time, a call
+run in the background, the offsets of a batch, and produce with back-pressure."""
 
 from __future__ import annotations
 
@@ -31,6 +31,32 @@ def bounded(what: str, call: Callable[[], None], limit_s: float) -> None:
         raise ClientResetError(f"{what} did not return within {limit_s:.0f} s (the client is abandoned)")
     if failure:
         raise failure[0]
+
+
+class Flight:
+    """`call()` started on a daemon thread of its own, waited for later: the checkpoint commits a
+    batch this way while the stage works on the next one. `wait()` returns the exception the
+    call raised (None: it returned) and the clock's time when it ended; it may be called again."""
+
+    def __init__(self, call: Callable[[], None], clock: Callable[[], float]) -> None:
+        self.started, self.ended = clock(), 0.0
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+
+        def work() -> None:
+            try:
+                call()
+            except BaseException as exc:  # handed to whoever waits
+                self.error = exc
+            finally:
+                self.ended = clock()
+                self._done.set()
+
+        threading.Thread(target=work, name="commit", daemon=True).start()
+
+    def wait(self) -> BaseException | None:
+        self._done.wait()
+        return self.error
 
 
 def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:

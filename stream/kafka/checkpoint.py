@@ -5,10 +5,13 @@ Exactly-once (default), per batch:
     2. send the consumer's next offsets for the batch to the transaction;
     3. produce every output of the batch (decisions, buffer records, DLQ records);
     4. commit the transaction — outputs and offsets become visible together.
+Steps 1-4 run on a thread of their own (`begin`) while the stage works on the next batch,
+whose own steps start only once they ended (`finish`): one transaction at a time, in order.
 On any failure before 4 the transaction is aborted and the consumer rewound to the batch's
-first offsets (to the committed ones when the group refused the offsets), so the batch is
-processed again and nothing is lost. A rewind that fails on a partition still owned stops the
-stage (RewindError); the restart resumes from the committed offsets.
+first offsets — and the next batch's, which is dropped — (to the committed ones when the
+group refused the offsets), so both are processed again and nothing is lost. A rewind that
+fails on a partition still owned stops the stage (RewindError); the restart resumes from
+the committed offsets.
 
 Errors are read as librdkafka classifies them. A retriable error (a timeout while the
 broker is away) repeats the same call — for commit_transaction that resumes the commit
@@ -18,24 +21,22 @@ resumed within `resume_s`, or an abort that cannot complete leaves the batch's o
 unknown: ClientResetError, on which the stage rebuilds its clients and resumes from the
 committed offsets, which say whether the batch committed.
 
-At-least-once, pipelined: a batch's outputs are produced and the loop moves on; its offsets
-are committed (asynchronously) once every output of it and of the batches before it is
-acknowledged. A failed delivery rewinds to the oldest uncommitted batch (at-least-once allows
-the duplicates). Draining (idle, shutdown, revoke) waits for deliveries and commits synchronously.
+At-least-once: the batches are pipelined (`stream.kafka.pipeline`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from stream.errors import BrokerError, ClientResetError, RewindError
-from stream.kafka.calls import bounded, first_offsets, next_offsets, produce
+from stream.errors import BrokerError, ClientResetError
+from stream.kafka.calls import Flight, bounded, next_offsets, produce
+from stream.kafka.pipeline import Pipeline
 from stream.records import Output
 
 log = structlog.get_logger("fraudstream.checkpoint")
@@ -47,19 +48,18 @@ CALL_MARGIN_S = 5.0
 MEMBERSHIP_LOST = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID}
 
 
-class _InFlight:
-    """An at-least-once batch whose outputs are not all acknowledged yet."""
+Done = Callable[[float], None]
 
-    def __init__(self, messages: Sequence[Message], outputs: int) -> None:
-        self.next = next_offsets(messages)
-        self.first = first_offsets(messages)
-        self.remaining = outputs
-        self.error: KafkaError | None = None
 
-    def delivered(self, err: KafkaError | None, _msg: Message) -> None:
-        self.remaining -= 1
-        if err is not None and self.error is None:
-            self.error = err
+def _nothing(_seconds: float) -> None:
+    """A batch's `done` when the caller needs none."""
+
+
+class _Batch:
+    """An exactly-once batch whose steps 1-4 run in the background."""
+
+    def __init__(self, messages: Sequence[Message], offsets: list[TopicPartition], done: Done, flight: Flight) -> None:
+        self.messages, self.offsets, self.done, self.flight = messages, offsets, done, flight
 
 
 class Checkpoint:
@@ -81,16 +81,13 @@ class Checkpoint:
         self.producer = producer
         self.exactly_once = exactly_once
         self.timeout_s = timeout_s
-        # At-least-once only: batches in flight (oldest first) and acknowledged offsets not
-        # yet committed; those are committed at most every commit_interval_s (and on settle).
-        self._in_flight: deque[_InFlight] = deque()
-        self._acked: dict[tuple[str, int], TopicPartition] = {}
-        self.commit_interval_s = commit_interval_s
         self.clock = clock
-        self._committed_at = clock()
+        self.pipeline = Pipeline(consumer, producer, commit_interval_s, clock, self._pipeline_committed)
         self.resume_s = resume_s
         self.stopping = stopping
         self.on_commit = on_commit
+        self.last_commit_at = clock()
+        self._flight: _Batch | None = None  # exactly-once: the batch whose steps 1-4 are running
         if exactly_once:
             self._repeat("init_transactions", lambda: producer.init_transactions(timeout_s))
 
@@ -112,13 +109,66 @@ class Checkpoint:
                 time.sleep(0.2)
 
     def commit(self, messages: Sequence[Message], outputs: Sequence[Output]) -> None:
-        """Steps 1-4 above for one batch (exactly-once), or hand the batch to the pipeline
-        (at-least-once); BrokerError after rewinding when it fails, ClientResetError when
-        its outcome is unknown."""
+        """`begin`, then `finish`: the batch committed (or handed to the pipeline) when this returns."""
+        self.begin(messages, outputs)
+        self.finish()
+
+    def begin(self, messages: Sequence[Message], outputs: Sequence[Output], done: Done = _nothing) -> None:
+        """Exactly-once: `finish` the batch before, then steps 1-4 for this one in the background
+        (`done` gets the seconds they took once they succeeded, in `finish`); at-least-once:
+        hand it to the pipeline (`done` gets the seconds its outputs took to produce)."""
         if not self.exactly_once:
-            self._pipeline(messages, outputs)
+            started = self.clock()
+            self.pipeline.add(messages, outputs)
+            done(self.clock() - started)
             return
+        self.finish(messages)
+        try:
+            metadata = self.consumer.consumer_group_metadata()
+        except KafkaException as exc:  # (no group membership to commit with): decided again
+            self._rewind(messages)
+            raise BrokerError(f"consumer_group_metadata failed: {exc}") from exc
         offsets = next_offsets(messages)
+        self._flight = _Batch(messages, offsets, done, Flight(lambda: self._transact(offsets, metadata, outputs), self.clock))
+
+    def finish(self, also: Sequence[Message] = ()) -> None:
+        """Wait for the batch in flight. Committed: `on_commit`, its `done`. Aborted: it and `also`
+        rewound, BrokerError; outcome unknown: ClientResetError."""
+        batch = self._settled()
+        if batch is None:
+            return
+        self._flight = None
+        error = batch.flight.error
+        if isinstance(error, BrokerError) and not isinstance(error, ClientResetError):  # aborted: decided again
+            self._rewind([*batch.messages, *also])
+            cause = error.__cause__
+            err = cause.args[0] if isinstance(cause, KafkaException) and cause.args else None
+            if isinstance(err, KafkaError) and err.code() in MEMBERSHIP_LOST:  # this member's generation is gone
+                self._to_committed()
+        raise cast(BaseException, error)
+
+    def _settled(self) -> _Batch | None:
+        """Wait for the batch in flight; a committed one is done and forgotten, a failed one kept."""
+        batch = self._flight
+        if batch is None or batch.flight.wait() is not None:
+            return batch
+        self._flight = None
+        self.last_commit_at = batch.flight.ended
+        self.on_commit(batch.offsets)
+        batch.done(batch.flight.ended - batch.flight.started)
+        return None
+
+    def _pipeline_committed(self, offsets: list[TopicPartition]) -> None:
+        self.last_commit_at = self.clock()
+        self.on_commit(offsets)
+
+    def drop(self) -> None:
+        """Wait for the batch in flight and forget it (the clients are rebuilt: its outcome is in the committed offsets)."""
+        if self._settled() is not None:
+            self._flight = None
+
+    def _transact(self, offsets: list[TopicPartition], metadata: object, outputs: Sequence[Output]) -> None:
+        """Steps 1-4 (on the flight's thread); an abortable failure aborts the transaction here."""
         step = "begin_transaction"
         try:
             self.producer.begin_transaction()  # 1
@@ -127,7 +177,6 @@ class Checkpoint:
             # of the whole partition waiting, the other stage's decisions included — for the
             # produce and the commit alone.
             step = "send_offsets_to_transaction"
-            metadata = self.consumer.consumer_group_metadata()
             limit = self.timeout_s + CALL_MARGIN_S
             send = lambda: self.producer.send_offsets_to_transaction(offsets, metadata, self.timeout_s)  # noqa: E731
             self._repeat(step, lambda: bounded(step, send, limit))  # 2
@@ -136,7 +185,6 @@ class Checkpoint:
                 produce(self.producer, topic, value, key, headers)
             step = "commit_transaction"
             self._repeat(step, lambda: self.producer.commit_transaction(self.timeout_s))  # 4
-            self.on_commit(offsets)
         except KafkaException as exc:
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             if err is not None and err.fatal():
@@ -147,9 +195,7 @@ class Checkpoint:
             if step == "commit_transaction" and err is not None and not err.txn_requires_abort():
                 # Neither committed nor known to be aborted (the resume ran out of time).
                 raise ClientResetError(f"{step} could not be resumed: {exc}") from exc
-            self.abort(messages)
-            if err is not None and err.code() in MEMBERSHIP_LOST:  # this member's generation is gone
-                self._to_committed()
+            self._abort_transaction()
             raise BrokerError(f"batch commit failed at {step}: {exc}") from exc
 
     def _to_committed(self) -> None:
@@ -166,85 +212,38 @@ class Checkpoint:
                 with contextlib.suppress(KafkaException):  # not held any more: its owner resumes there
                     self.consumer.seek(tp)
 
-    def _pipeline(self, messages: Sequence[Message], outputs: Sequence[Output]) -> None:
-        batch = _InFlight(messages, len(outputs))
-        self._in_flight.append(batch)
-        for topic, key, value, headers in outputs:
-            produce(self.producer, topic, value, key, headers, on_delivery=batch.delivered)
-        self.settle(wait_s=0.0, messages=messages)
-
     def settle(self, wait_s: float = 0.0, messages: Sequence[Message] = ()) -> int:
-        """At-least-once: serve delivery reports (waiting up to wait_s for all of them), then
-        commit the offsets of the acknowledged prefix of batches — synchronously when
-        waiting. Returns the batches still in flight. BrokerError, after rewinding to the
-        oldest uncommitted batch (and `messages`), when a delivery failed."""
+        """Exactly-once: wait for the batch in flight (one that failed is left to `finish`, which
+        rewinds the batch after it too). At-least-once: `Pipeline.settle`. Returns the batches
+        still in flight."""
         if self.exactly_once:
+            self._settled()
             return 0
-        if wait_s > 0:
-            self.producer.flush(wait_s)
-        else:
-            self.producer.poll(0)
-        while self._in_flight and self._in_flight[0].remaining <= 0 and self._in_flight[0].error is None:
-            for tp in self._in_flight.popleft().next:
-                self._acked[(tp.topic, tp.partition)] = tp
-        if self._acked and (wait_s > 0 or self.clock() - self._committed_at >= self.commit_interval_s):
-            offsets = list(self._acked.values())
-            self._acked.clear()
-            self._committed_at = self.clock()
-            try:
-                if wait_s > 0:
-                    self.consumer.commit(offsets=offsets, asynchronous=False)
-                else:
-                    self.consumer.commit(offsets=offsets, asynchronous=True)
-                self.on_commit(offsets)
-            except KafkaException as exc:
-                # Not committed: the batches are already acknowledged, so a rewind would only
-                # duplicate them; the next commit carries later offsets of these partitions.
-                if wait_s > 0:
-                    raise BrokerError(f"offset commit failed: {exc}") from exc
-        failed = next((b.error for b in self._in_flight if b.error is not None), None)
-        if failed is not None:
-            self._rewind(messages)
-            raise BrokerError(f"output delivery failed: {failed}")
-        if wait_s > 0 and self._in_flight:
-            pending = len(self._in_flight)
-            self._rewind(messages)
-            raise BrokerError(f"{pending} batches not acknowledged within {wait_s:.0f} s")
-        return len(self._in_flight)
+        return self.pipeline.settle(wait_s, messages)
 
     def _rewind(self, messages: Sequence[Message]) -> None:
-        """Seek to the first offset of every batch in flight (and of `messages`); forget them."""
-        first: dict[tuple[str, int], TopicPartition] = {}
-        for tp in [tp for b in self._in_flight for tp in b.first] + first_offsets(messages):
-            key = (tp.topic, tp.partition)
-            if key not in first or tp.offset < first[key].offset:
-                first[key] = tp
-        self._in_flight.clear()  # (acknowledged offsets stay: they precede every rewound batch)
-        for tp in first.values():
-            try:
-                self.consumer.seek(tp)
-            except KafkaException as exc:
-                if self._owns(tp):
-                    raise RewindError(f"cannot rewind {tp.topic}[{tp.partition}] to offset {tp.offset}: {exc}") from exc
-                # Revoked meanwhile: its new owner resumes from the committed offset.
-
-    def _owns(self, tp: TopicPartition) -> bool:
-        try:
-            return any(a.topic == tp.topic and a.partition == tp.partition for a in self.consumer.assignment())
-        except KafkaException:
-            return True  # unknown: assume owned, stopping is the safe side
+        self.pipeline.rewind(messages)
 
     def abort(self, messages: Sequence[Message]) -> None:
         """Abort the open transaction (if any) and rewind to the batch's first offsets
-        (at-least-once: to the oldest batch in flight). ClientResetError when the abort
-        cannot complete (the producer is then unusable)."""
+        (at-least-once: to the oldest batch in flight); a batch still committing is waited for
+        first. ClientResetError when the abort cannot complete (the producer is then unusable)."""
+        try:
+            self.finish(also=messages)
+        except ClientResetError:
+            raise
+        except BrokerError:
+            return  # the batch before failed: both rewound
         if self.exactly_once:
-            try:
-                self._repeat("abort_transaction", lambda: self.producer.abort_transaction(self.timeout_s))
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                # _STATE: no transaction was open (it failed before or at begin): nothing to abort.
-                if err is None or err.code() != KafkaError._STATE:
-                    raise ClientResetError(f"abort_transaction failed: {exc}") from exc
+            self._abort_transaction()
         # A partition revoked meanwhile is resumed by its new owner from the committed offset.
         self._rewind(messages)
+
+    def _abort_transaction(self) -> None:
+        try:
+            self._repeat("abort_transaction", lambda: self.producer.abort_transaction(self.timeout_s))
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            # _STATE: no transaction was open (it failed before or at begin): nothing to abort.
+            if err is None or err.code() != KafkaError._STATE:
+                raise ClientResetError(f"abort_transaction failed: {exc}") from exc

@@ -35,3 +35,16 @@ def record_lag(consumer: Consumer, topic: str, msgs: Sequence[Message], metrics:
         except KafkaException:
             continue
         metrics.lag.labels(str(partition)).set(max(high - offset - 1, 0))
+
+
+def idle_stall(consumer: Consumer, metrics: Metrics, now: float) -> int:
+    """Idle with records waiting on owned partitions: a stall unless it clears. The records
+    waiting once the stall lasted STALL_S (the clients are then rebuilt), else 0."""
+    waiting = waiting_records(consumer)
+    if waiting == 0:
+        metrics.progressed()
+    elif waiting is not None:
+        metrics.waiting(now)
+        if metrics.stalled(now):
+            return waiting
+    return 0

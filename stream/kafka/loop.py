@@ -1,8 +1,9 @@
 """The consume → process → produce loop shared by the stages: a thin shell.
 
 A stage supplies `process(messages) -> BatchResult`; the loop micro-batches, hands the
-outputs to the checkpoint (one Kafka transaction per batch), records the metrics from
-the result and, when a dependency fails transiently, aborts, rewinds and backs off.
+outputs to the checkpoint (one Kafka transaction per batch, committed while the next batch
+is processed), records the metrics of each committed batch and, when a dependency fails
+transiently, aborts, rewinds and backs off.
 SIGTERM/SIGINT stop it between batches (`stream.kafka.lifecycle`); nothing is lost.
 
 Healing, without a person: when a batch's outcome is unknown (ClientResetError: a
@@ -18,6 +19,7 @@ in-memory ones in `stream.testing` (the loop runs in unit tests).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +31,7 @@ from stream.config import BatchSettings, KafkaSettings
 from stream.errors import BrokerError, ClientResetError, TransientError
 from stream.kafka.batching import collect
 from stream.kafka.checkpoint import Checkpoint
-from stream.kafka.lag import record_lag, waiting_records
+from stream.kafka.lag import idle_stall, record_lag
 from stream.kafka.lifecycle import StageStats, StopFlag, peak_rss_mb, start_watchdog
 from stream.kafka.membership import Membership
 from stream.logs import Throttled
@@ -71,13 +73,11 @@ class StageLoop:
         self.transactional_id, self.process, self.clock = transactional_id, process, clock
         self.tick, self.dlq_topic = tick, dlq_topic
         self.wait_s = batch.wait_s(kafka.exactly_once)
-        self.stats = StageStats()
-        self.metrics = metrics or Metrics(name)
+        self.stats, self.metrics = StageStats(), metrics or Metrics(name)
         self.consumer_factory, self.producer_factory = consumer_factory, producer_factory
         self.log = log.bind(stage=name, topic=topic, group=group_id)
         self.stop: StopFlag = StopFlag()
-        self._resets_since_commit = 0
-        self._lag_checked = 0.0
+        self._resets_since_commit, self._lag_checked = 0, 0.0
         self._warn = Throttled(self.log)
         self.group = Membership(group_id, kafka, marks, self.metrics, lambda: self._settle(self.checkpoint.timeout_s), self._warn)
         self._build()
@@ -96,7 +96,7 @@ class StageLoop:
 
     def _committed(self, offsets: list[TopicPartition]) -> None:
         """After the checkpoint committed `offsets`: progress, marks."""
-        self.stats.last_commit = self.clock()
+        self.stats.last_commit = self.checkpoint.last_commit_at
         self.metrics.progressed()
         self._resets_since_commit = 0
         self.group.committed(offsets)
@@ -129,6 +129,9 @@ class StageLoop:
                 if self.group.offsets_error is not None:
                     raise self.group.offsets_error
                 if not msgs:
+                    if not self._finished(backoff):  # exactly-once: the last batch's commit
+                        backoff = min(backoff * 2, 5.0)
+                        continue
                     self._settle(0.0)
                     self._check_idle_lag()
                     if max_idle_s is not None and self.clock() - last_data > max_idle_s:
@@ -143,12 +146,12 @@ class StageLoop:
         return self.stats
 
     def _one_batch(self, msgs: list[Message], backoff: float) -> bool:
-        """Process and commit one batch; False when it failed (aborted, rewound, backed off)."""
+        """Process a batch, start its commit once the one before it committed; False when either failed."""
         try:
             t0 = self.clock()
             result = self.process(msgs)
-            t1 = self.clock()
-            self.checkpoint.commit(msgs, result.outputs)
+            process_s = self.clock() - t0
+            self.checkpoint.begin(msgs, result.outputs, lambda commit_s: self._done(msgs, result, process_s, commit_s))
         except TransientError as exc:
             if not isinstance(exc, BrokerError):
                 try:
@@ -157,17 +160,23 @@ class StageLoop:
                     exc = reset
             self._fail(exc, backoff)
             return False
-        m = self.metrics
-        m.step_seconds.labels("process").observe(t1 - t0)
-        m.step_seconds.labels("commit").observe(self.clock() - t1)
-        self.stats.batches += 1
-        self.stats.records += len(msgs)
-        self.stats.outputs += len(result.outputs)
-        m.records.inc(len(msgs))
-        m.batch_size.observe(len(msgs))
-        m.record_batch(result, self.dlq_topic)
-        record_lag(self.consumer, self.topic, msgs, m)
         return True
+
+    def _finished(self, backoff: float) -> bool:
+        """The batch in flight committed; False when it failed (backed off, or the clients rebuilt)."""
+        try:
+            self.checkpoint.finish()
+        except TransientError as exc:
+            self._fail(exc, backoff)
+            return False
+        return True
+
+    def _done(self, msgs: list[Message], result: BatchResult, process_s: float, commit_s: float) -> None:
+        """A batch committed: its figures."""
+        s = self.stats
+        s.batches, s.records, s.outputs = s.batches + 1, s.records + len(msgs), s.outputs + len(result.outputs)
+        self.metrics.record_batch(result, self.dlq_topic, len(msgs), process_s, commit_s)
+        record_lag(self.consumer, self.topic, msgs, self.metrics)
 
     def _fail(self, exc: TransientError, backoff: float) -> None:
         """A failed batch (aborted and rewound where possible): back off, or rebuild the clients
@@ -184,15 +193,9 @@ class StageLoop:
     def _check_idle_lag(self) -> None:
         """Idle with records waiting on owned partitions: a stall unless it clears (every LAG_CHECK_S)."""
         now = time.monotonic()
-        if now - self._lag_checked < LAG_CHECK_S:
-            return
-        self._lag_checked = now
-        waiting = waiting_records(self.consumer)
-        if waiting == 0:
-            self.metrics.progressed()
-        elif waiting is not None:
-            self.metrics.waiting(now)
-            if self.metrics.stalled(now):
+        if now - self._lag_checked >= LAG_CHECK_S:
+            self._lag_checked, waiting = now, idle_stall(self.consumer, self.metrics, now)
+            if waiting:
                 self._reset(BrokerError(f"{waiting} records waiting on owned partitions, none consumed for {STALL_S:.0f} s"))
 
     def _reset(self, exc: TransientError) -> None:
@@ -203,6 +206,7 @@ class StageLoop:
             self.log.error("stage_giving_up", resets=MAX_RESETS, reason=str(exc)[:500])
             raise exc
         self.log.error("clients_reset", reason=str(exc)[:500], attempt=self._resets_since_commit)
+        self.checkpoint.drop()
         self._close_clients()
         time.sleep(min(2.0**self._resets_since_commit, 30.0))
         self.metrics.waiting(time.monotonic(), restart=True)
@@ -218,16 +222,17 @@ class StageLoop:
             self.group.subscribe(self.consumer, self.topic)
 
     def _close_clients(self) -> None:
-        calls: tuple[tuple[str, Callable[[], object]], ...] = (
-            ("producer_purge_failed", lambda: self.producer.purge(in_queue=True, in_flight=True)),
-            ("consumer_close_failed", self.consumer.close),
-        )
+        self._quietly(("producer_purge_failed", lambda: self.producer.purge(in_queue=True, in_flight=True)),
+                      ("consumer_close_failed", self.consumer.close))  # fmt: skip
+        self.metrics.ready = False
+
+    def _quietly(self, *calls: tuple[str, Callable[[], object]]) -> None:
+        """Each call; a failure is logged under its event, never raised."""
         for event, call in calls:
             try:
                 call()
             except (KafkaException, RuntimeError) as exc:
-                self.log.warning(event, error=str(exc)[:200])
-        self.metrics.ready = False
+                self.log.warning(event, error=str(exc)[:300])
 
     def _consume(self, num: int, timeout: float) -> list[Message]:
         return self.group.usable(self.consumer.consume(num, timeout))
@@ -235,16 +240,10 @@ class StageLoop:
     def close(self) -> None:
         """Settle, flush and close; a fenced or unreachable client is logged, never raised (exit stays clean)."""
         self._settle(10.0)
+        with contextlib.suppress(TransientError):  # a last batch that failed is decided again after a restart
+            self.checkpoint.finish()
         self.group.flush_marks()
-        calls: tuple[tuple[str, Callable[[], object]], ...] = (
-            ("flush_failed_at_close", lambda: self.producer.flush(10)),
-            ("consumer_close_failed", self.consumer.close),
-        )
-        for event, call in calls:
-            try:
-                call()
-            except (KafkaException, RuntimeError) as exc:
-                self.log.warning(event, error=str(exc)[:300])
+        self._quietly(("flush_failed_at_close", lambda: self.producer.flush(10)), ("consumer_close_failed", self.consumer.close))
         s = self.stats
         self.log.info("stage_stopped", batches=s.batches, records=s.records, active_s=round(s.active_s, 3),
                       peak_rss_mb=round(peak_rss_mb(), 1))  # fmt: skip

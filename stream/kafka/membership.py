@@ -56,9 +56,10 @@ class Membership:
         self.metrics.ready = True
 
     def on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        # Batches are committed or aborted before the next consume call, and revocation
-        # only happens inside that call: no transaction is open here. At-least-once
-        # batches still in flight are settled so the next owner does not repeat them.
+        # Revocation only happens inside a consume call, while the batch before may still be
+        # committing on its thread: settling waits for it (one that failed is rewound with
+        # the batch being collected, by the loop). At-least-once batches still in flight
+        # are settled so the next owner does not repeat them.
         self.log.info("partitions_revoked", partitions=[p.partition for p in parts])
         self.settle()
         self.flush_marks()

@@ -4,6 +4,8 @@ no broker, no Redis. Every input gets exactly one output; degradation never appr
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import time
 from collections import Counter
 
 import pytest
@@ -141,11 +143,12 @@ def test_stage_two_decides_every_buffer_record_once_and_falls_back_for_an_unknow
     assert [d.route for d in decisions(worker.process([old]))] == [Route.XGB_FALLBACK]
 
 
-def _loop(broker: MemoryBroker, process: object, exactly_once: bool = True) -> tuple[StageLoop, list[object]]:
+def _loop(broker: MemoryBroker, process: object, exactly_once: bool = True, rows: int = 500) -> tuple[StageLoop, list[object]]:
     env = {} if exactly_once else {"FRAUDSTREAM_KAFKA__PROCESSING": "at_least_once"}
     kafka = load_settings(environ=env).kafka
     make_producer, made = broker.producer_factory()
-    loop = StageLoop("scorer", kafka, "g", TOPICS.transactions, "g-0", ScorerSettings().batch, process,  # type: ignore[arg-type]
+    batch = ScorerSettings().batch.model_copy(update={"max_rows": rows})
+    loop = StageLoop("scorer", kafka, "g", TOPICS.transactions, "g-0", batch, process,  # type: ignore[arg-type]
                      consumer_factory=broker.consumer_factory(), producer_factory=make_producer)  # fmt: skip
     return loop, made  # type: ignore[return-value]
 
@@ -179,6 +182,48 @@ def test_a_failed_commit_aborts_rewinds_and_redoes_the_batch_without_a_duplicate
     ids = Counter(CODEC.decode_decision(m.value()).transaction_id for m in broker.records(TOPICS.decisions))
     assert len(ids) == 9 and set(ids.values()) == {1}
     assert "abort_transaction" in made[0].calls and loop.stats.retries == 1  # type: ignore[attr-defined]
+
+
+def test_the_next_batch_is_processed_while_the_last_one_commits_and_begins_only_after_it() -> None:
+    """Steps 1-4 of a batch run while the stage works on the next: each later batch's processing
+    starts before the commit before it (slowed to 0.3 s here) ended, its own commit after it
+    (the recording producer also refuses a begin inside an open transaction)."""
+    broker = MemoryBroker()
+    _fill(broker, 30)
+    inner, started, commits = scorer(deep_up=False), [], []
+
+    def process(msgs: list[Message]) -> BatchResult:
+        started.append(time.monotonic())
+        return inner.process(msgs)
+
+    loop, made = _loop(broker, process, rows=10)
+    producer = made[0]
+    commit = producer.commit_transaction  # type: ignore[attr-defined]
+
+    def slow_commit(timeout: float = 0) -> None:
+        began = time.monotonic()
+        time.sleep(0.3)
+        commit(timeout)
+        commits.append((began, time.monotonic()))
+
+    producer.commit_transaction = slow_commit  # type: ignore[attr-defined]
+    stats = loop.run(StopFlag(), max_idle_s=0.5)
+    ids = Counter(CODEC.decode_decision(m.value()).transaction_id for m in broker.records(TOPICS.decisions))
+    assert len(ids) == 30 and set(ids.values()) == {1} and stats.batches == 3 and len(commits) == 3
+    assert all(nxt < ended for (_, ended), nxt in zip(commits, started[1:], strict=False))  # overlapped
+    assert all(ended <= began for (_, ended), (began, _) in itertools.pairwise(commits))  # in order
+    assert broker.offsets[("g", TOPICS.transactions, 0)] == 30
+
+
+def test_a_commit_failing_while_the_next_batch_is_processed_redoes_both_without_a_duplicate() -> None:
+    broker = MemoryBroker()
+    _fill(broker, 30)
+    loop, made = _loop(broker, scorer(deep_up=False).process, rows=10)
+    made[0].fail("send_offsets_to_transaction")  # type: ignore[attr-defined]  # the first batch's
+    stats = loop.run(StopFlag(), max_idle_s=0.3)
+    ids = Counter(CODEC.decode_decision(m.value()).transaction_id for m in broker.records(TOPICS.decisions))
+    assert len(ids) == 30 and set(ids.values()) == {1} and stats.retries == 1
+    assert broker.offsets[("g", TOPICS.transactions, 0)] == 30 and stats.records == 30
 
 
 def test_a_transient_stage_error_aborts_and_the_batch_is_processed_again() -> None:

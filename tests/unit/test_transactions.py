@@ -188,3 +188,21 @@ def test_offsets_refused_for_a_lost_membership_rewind_to_the_committed_offsets(c
         checkpoint(producer, consumer, []).commit(messages(), [Output("out", b"k", b"v", [])])
     assert producer.calls == ["init", "begin", "send_offsets", "abort"]
     assert consumer.seeks == [(0, 4), (0, 40)]  # the batch's first offset, then the committed one
+
+
+def test_a_batch_whose_commit_failed_in_the_background_is_rewound_with_the_batch_after_it() -> None:
+    """The stage processes batch 2 while batch 1 commits; batch 1's transaction is aborted:
+    starting batch 2's commit raises, nothing of batch 2 is sent, and both are rewound (every
+    partition to its first offset of the two). A settle in between (a revoke) only waits."""
+    producer, consumer, committed = ScriptedProducer(send_offsets=[abortable()]), Consumer(), []
+    cp = checkpoint(producer, consumer, committed)
+    cp.begin(messages(), [Output("out", b"k", b"v", [])])
+    cp.settle(5.0)
+    assert consumer.seeks == [] and producer.calls == ["init", "begin", "send_offsets", "abort"]
+    second = [Message(topic="in", partition=p, offset=o, value=b"x") for p, o in ((0, 6), (0, 7), (1, 3))]
+    with pytest.raises(BrokerError, match="send_offsets_to_transaction"):
+        cp.begin(second, [Output("out", b"k", b"v", [])])
+    assert sorted(consumer.seeks) == [(0, 4), (1, 3)] and committed == []
+    assert producer.calls == ["init", "begin", "send_offsets", "abort"]  # batch 2 never began
+    cp.commit(second, [])  # the checkpoint is usable again
+    assert [[(tp.partition, tp.offset) for tp in c] for c in committed] == [[(0, 8), (1, 4)]]
