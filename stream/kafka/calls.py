@@ -34,11 +34,12 @@ def bounded(what: str, call: Callable[[], None], limit_s: float) -> None:
 
 
 class Flight:
-    """`call()` started on a daemon thread of its own, waited for later: the checkpoint commits a
-    batch this way while the stage works on the next one. `wait()` returns the exception the
-    call raised (None: it returned) and the clock's time when it ended; it may be called again."""
+    """`call()` started on a daemon thread of its own and waited for later (the checkpoint
+    commits a full batch this way while the stage works on the next one), or with
+    `background` False run here and now. `wait()` returns the exception the call raised (None:
+    it returned); `started` and `ended` are the clock's times."""
 
-    def __init__(self, call: Callable[[], None], clock: Callable[[], float]) -> None:
+    def __init__(self, call: Callable[[], None], clock: Callable[[], float], background: bool = True) -> None:
         self.started, self.ended = clock(), 0.0
         self.error: BaseException | None = None
         self._done = threading.Event()
@@ -52,11 +53,17 @@ class Flight:
                 self.ended = clock()
                 self._done.set()
 
-        threading.Thread(target=work, name="commit", daemon=True).start()
+        if background:
+            threading.Thread(target=work, name="commit", daemon=True).start()
+        else:
+            work()
 
     def wait(self) -> BaseException | None:
         self._done.wait()
         return self.error
+
+    def running(self) -> bool:
+        return not self._done.is_set()
 
 
 def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:

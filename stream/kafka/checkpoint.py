@@ -5,8 +5,10 @@ Exactly-once (default), per batch:
     2. send the consumer's next offsets for the batch to the transaction;
     3. produce every output of the batch (decisions, buffer records, DLQ records);
     4. commit the transaction — outputs and offsets become visible together.
-Steps 1-4 run on a thread of their own (`begin`) while the stage works on the next batch,
-whose own steps start only once they ended (`finish`): one transaction at a time, in order.
+Steps 1-4 of a full batch (a backlog) run on a thread of their own (`begin`) while the stage
+works on the next batch, whose own steps start only once they ended (`finish`): one
+transaction at a time, in order. A batch that is not full is committed before the stage
+goes on: it is keeping up, and its records are best served by a commit now.
 On any failure before 4 the transaction is aborted and the consumer rewound to the batch's
 first offsets — and the next batch's, which is dropped — (to the committed ones when the
 group refused the offsets), so both are processed again and nothing is lost. A rewind that
@@ -47,12 +49,7 @@ TIMEOUT_S = 10.0  # per transactional call
 CALL_MARGIN_S = 5.0
 MEMBERSHIP_LOST = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID}
 
-
 Done = Callable[[float], None]
-
-
-def _nothing(_seconds: float) -> None:
-    """A batch's `done` when the caller needs none."""
 
 
 class _Batch:
@@ -77,15 +74,10 @@ class Checkpoint:
         stopping: Callable[[], bool] = lambda: False,
         on_commit: Callable[[list[TopicPartition]], None] = lambda _offsets: None,
     ) -> None:
-        self.consumer = consumer
-        self.producer = producer
-        self.exactly_once = exactly_once
-        self.timeout_s = timeout_s
+        self.consumer, self.producer, self.exactly_once, self.timeout_s = consumer, producer, exactly_once, timeout_s
         self.clock = clock
         self.pipeline = Pipeline(consumer, producer, commit_interval_s, clock, self._pipeline_committed)
-        self.resume_s = resume_s
-        self.stopping = stopping
-        self.on_commit = on_commit
+        self.resume_s, self.stopping, self.on_commit = resume_s, stopping, on_commit
         self.last_commit_at = clock()
         self._flight: _Batch | None = None  # exactly-once: the batch whose steps 1-4 are running
         if exactly_once:
@@ -109,14 +101,16 @@ class Checkpoint:
                 time.sleep(0.2)
 
     def commit(self, messages: Sequence[Message], outputs: Sequence[Output]) -> None:
-        """`begin`, then `finish`: the batch committed (or handed to the pipeline) when this returns."""
-        self.begin(messages, outputs)
-        self.finish()
+        """`begin` in the foreground: the batch committed (or handed to the pipeline) when this returns."""
+        self.begin(messages, outputs, background=False)
 
-    def begin(self, messages: Sequence[Message], outputs: Sequence[Output], done: Done = _nothing) -> None:
-        """Exactly-once: `finish` the batch before, then steps 1-4 for this one in the background
-        (`done` gets the seconds they took once they succeeded, in `finish`); at-least-once:
-        hand it to the pipeline (`done` gets the seconds its outputs took to produce)."""
+    def begin(
+        self, messages: Sequence[Message], outputs: Sequence[Output], done: Done = lambda _s: None, background: bool = True
+    ) -> None:
+        """Exactly-once: `finish` the batch before, then steps 1-4 for this one — in the background
+        (`done` gets the seconds they took once they succeeded, in `finish`), or with `background`
+        False here and now, finished; at-least-once: hand it to the pipeline (`done` gets the
+        seconds its outputs took to produce)."""
         if not self.exactly_once:
             started = self.clock()
             self.pipeline.add(messages, outputs)
@@ -129,7 +123,10 @@ class Checkpoint:
             self._rewind(messages)
             raise BrokerError(f"consumer_group_metadata failed: {exc}") from exc
         offsets = next_offsets(messages)
-        self._flight = _Batch(messages, offsets, done, Flight(lambda: self._transact(offsets, metadata, outputs), self.clock))
+        flight = Flight(lambda: self._transact(offsets, metadata, outputs), self.clock, background)
+        self._flight = _Batch(messages, offsets, done, flight)
+        if not background:
+            self.finish()
 
     def finish(self, also: Sequence[Message] = ()) -> None:
         """Wait for the batch in flight. Committed: `on_commit`, its `done`. Aborted: it and `also`
@@ -158,12 +155,16 @@ class Checkpoint:
         batch.done(batch.flight.ended - batch.flight.started)
         return None
 
+    def committing(self) -> bool:
+        """Is a batch's commit running (exactly-once)?"""
+        return self._flight is not None and self._flight.flight.running()
+
     def _pipeline_committed(self, offsets: list[TopicPartition]) -> None:
         self.last_commit_at = self.clock()
         self.on_commit(offsets)
 
     def drop(self) -> None:
-        """Wait for the batch in flight and forget it (the clients are rebuilt: its outcome is in the committed offsets)."""
+        """Wait for the batch in flight; forget it (new clients read its outcome in the committed offsets)."""
         if self._settled() is not None:
             self._flight = None
 

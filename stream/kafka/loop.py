@@ -121,7 +121,7 @@ class StageLoop:
                 if self.tick is not None:
                     self.tick()
                 try:
-                    msgs = collect(self._consume, self.batch.max_rows, self.wait_s, self.clock)
+                    msgs = collect(self._consume, self.batch.max_rows, self.wait_s, self.clock, busy=self.checkpoint.committing)
                 except (KafkaException, ClientResetError) as exc:
                     self._fail(exc if isinstance(exc, ClientResetError) else BrokerError(f"consume failed: {exc}"), backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -151,7 +151,8 @@ class StageLoop:
             t0 = self.clock()
             result = self.process(msgs)
             process_s = self.clock() - t0
-            self.checkpoint.begin(msgs, result.outputs, lambda commit_s: self._done(msgs, result, process_s, commit_s))
+            done = lambda commit_s: self._done(msgs, result, process_s, commit_s)  # noqa: E731
+            self.checkpoint.begin(msgs, result.outputs, done, background=len(msgs) >= self.batch.max_rows)
         except TransientError as exc:
             if not isinstance(exc, BrokerError):
                 try:

@@ -161,3 +161,15 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("path", sorted((REPO / "models").glob("*.py")), ids=lambda p: p.name)
 def test_models_import_no_kafka_redis_or_stream(path: Path) -> None:
     assert not _imports(path) & {"confluent_kafka", "redis", "stream"}
+
+
+def test_a_batch_grows_while_the_one_before_commits_up_to_its_rows() -> None:
+    """Past its wait, a batch keeps taking what arrives while the batch before is committing
+    (it could not commit sooner), and stops at max_rows or once that commit ended."""
+    clock = FakeClock()
+    ends = clock() + 0.01  # the commit in flight ends 10 ms from now
+    topic = FakeTopic(clock, [[1], [], [2], [], [3], [4], [], [5]])
+    got = collect(topic.consume, max_rows=100, max_wait_s=0.001, clock=clock, sleep=topic.sleep, busy=lambda: clock() < ends)
+    assert got[0] == 1 and len(got) > 1 and clock() >= ends and clock() < ends + 0.002
+    topic = FakeTopic(clock, [[1], [2], [3], [4], [5], [6]])
+    assert collect(topic.consume, max_rows=3, max_wait_s=0.0, clock=clock, sleep=topic.sleep, busy=lambda: True) == [1, 2, 3]
