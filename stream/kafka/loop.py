@@ -1,8 +1,8 @@
 """The consume → process → produce loop shared by the stages: a thin shell.
 
 A stage supplies `process(messages) -> BatchResult`; the loop micro-batches, hands the
-outputs to the checkpoint (one Kafka transaction per batch, committed while the next batch
-is processed), records the metrics of each committed batch and, when a dependency fails
+outputs to the checkpoint (one Kafka transaction per batch; a full batch's committed while
+the next is processed), records the metrics of each committed batch and, when a dependency fails
 transiently, aborts, rewinds and backs off.
 SIGTERM/SIGINT stop it between batches (`stream.kafka.lifecycle`); nothing is lost.
 

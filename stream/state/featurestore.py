@@ -189,8 +189,7 @@ class RedisFeatureStore:
             return PendingScript(
                 cast(redis.Redis, self.client), self._write, keys, update.args(self.ttl_ms), "feature update failed"
             ).wait
-        nc = len(customers)
-        calls = [([key], update.one(j, j < nc).args(self.ttl_ms)) for j, key in enumerate(keys)]
+        calls = [([key], one.args(self.ttl_ms)) for key, one in zip(keys, update.per_key(), strict=True)]
         run(self.client, self._write, calls, "feature update failed")
         return _done
 

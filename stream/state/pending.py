@@ -37,6 +37,7 @@ class PendingScript:
         """The call's reply; FeatureStoreError when it failed."""
         if self.conn is None:
             return
+        answered = False
         try:
             try:
                 self.conn.read_response()
@@ -44,13 +45,11 @@ class PendingScript:
                 self.script.sha = self.client.script_load(self.script.script)
                 self.conn.send_command("EVALSHA", self.script.sha, *self.command)
                 self.conn.read_response()
+            answered = True
         except (redis.RedisError, OSError) as exc:
-            self._release(failed=True)
             raise FeatureStoreError(f"{self.failure}: {exc}") from exc
-        except BaseException:
-            self._release(failed=True)
-            raise
-        self._release(failed=False)
+        finally:
+            self._release(failed=not answered)
 
     def _release(self, failed: bool) -> None:
         conn, self.conn = self.conn, None

@@ -34,19 +34,18 @@ class StateUpdate:
         fields = (self.read, self.counts, self.records, self.changed, self.buckets, self.days, self.pairs)
         return [len(self.read), ttl_ms, *(f if isinstance(f, bytes) else f.tobytes() for f in fields)]
 
-    def one(self, j: int, card: bool) -> StateUpdate:
-        """The arguments of the j-th key alone (a card's, or with card False, a terminal's)."""
-        if card:
-            r0, c0 = int(self.counts[:j].sum()) * RECORD_BYTES, int(self.changed[:j].sum()) * CHANGED
-            r1, c1 = r0 + int(self.counts[j]) * RECORD_BYTES, c0 + int(self.changed[j]) * CHANGED
-            none = np.zeros(0, "<i4")
-            return StateUpdate(self.read[j : j + 1], self.counts[j : j + 1], self.records[r0:r1], self.changed[j : j + 1],
-                              self.buckets[c0:c1], none, none.reshape(0, 2))  # fmt: skip
-        t = j - len(self.read)
-        p0 = int(self.days[:t].sum())
-        empty = self.read[:0]
-        return StateUpdate(empty, self.counts[:0], b"", self.counts[:0], b"", self.days[t : t + 1],
-                          self.pairs[p0 : p0 + int(self.days[t])])  # fmt: skip
+    def per_key(self) -> list[StateUpdate]:
+        """The arguments of each key alone, cards then terminals (a cluster's one call per key)."""
+        rec = (np.concatenate([[0], np.cumsum(self.counts)]) * RECORD_BYTES).tolist()
+        chg = (np.concatenate([[0], np.cumsum(self.changed)]) * CHANGED).tolist()
+        pair = np.concatenate([[0], np.cumsum(self.days)]).tolist()
+        none = np.zeros(0, "<i4")
+        cards = [StateUpdate(self.read[j : j + 1], self.counts[j : j + 1], self.records[rec[j] : rec[j + 1]],
+                             self.changed[j : j + 1], self.buckets[chg[j] : chg[j + 1]], none, self.pairs[:0])
+                 for j in range(len(self.read))]  # fmt: skip
+        terminals = [StateUpdate(self.read[:0], none, b"", none, b"", self.days[t : t + 1], self.pairs[pair[t] : pair[t + 1]])
+                     for t in range(len(self.days))]  # fmt: skip
+        return cards + terminals
 
 
 def state_update(cards: Mapping[str, np.ndarray], appended: Mapping[str, np.ndarray], terminals: list[list[int]]) -> StateUpdate:
