@@ -19,7 +19,6 @@ re-delivery or a card's events out of time order) — the result does not depend
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from models.card import append, empty_card, find, ring_before, ring_records, stack
+from models.cardreads import reads
 from models.featureset import (
     CHANNEL,
     CHANNEL_IDX,
@@ -43,8 +43,8 @@ from models.featureset import (
     TERMINAL_WINDOWS,
     empty_ring,
 )
-from models.history import Events, customer_block, day_windows, padded
-from models.sequence import N_SEQ, SEQ_LEN, sequence_block
+from models.history import Events, customer_reads, customer_values, padded
+from models.sequence import N_SEQ, SEQ_LEN, sequence_steps, sequence_values
 from models.units import DAY_MS, HOUR_MS
 
 
@@ -63,33 +63,27 @@ EMPTY_RING = empty_ring()
 
 
 def card_block(out: np.ndarray, seqs: np.ndarray, ev: Events, window: np.ndarray, valid: np.ndarray, buckets: np.ndarray) -> None:
-    """Customer features (into `out`) and sequences (into `seqs`) of n events.
+    """Customer features (into `out`) and sequences (into `seqs`) of n events (numpy: the reference).
 
     `window` (n, W) HISTORY_DTYPE holds, per event, its card's previous records still in the
     ring or earlier in the batch, oldest first; `valid` (n, W) marks the real ones (left
     padding is not); `buckets` (n, DAY_BUCKETS) the card's day buckets.
     """
-    recent, recent_ok = window[:, -RECENT:], valid[:, -RECENT:]
-    customer_block(out, ev, recent, recent_ok)
-    day_windows(out, ev, window, valid, buckets)
-    amount = ev.amount / 100.0
-    mean_30 = out[:, IDX["cust_mean_30d"]]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, IDX["amount_over_mean_30d"]] = np.where(mean_30 > 0, amount / np.where(mean_30 > 0, mean_30, 1.0), math.nan)
-    sequence_block(seqs, ev, recent, recent_ok)
+    customer_values(out, ev, customer_reads(ev, window, valid, buckets))
+    sequence_values(seqs, ev, sequence_steps(ev, window[:, -RECENT:], valid[:, -RECENT:]))
 
 
 class FeatureEngine:
     """Computes feature vectors; holds only configuration, never state."""
 
-    def __init__(self, delay_days: int = DEFAULT_DELAY_DAYS) -> None:
+    def __init__(self, delay_days: int = DEFAULT_DELAY_DAYS, compiled: bool = True) -> None:
         if delay_days < 1:
             raise ValueError("delay_days must be at least 1: same-day terminal counts are not stable")
         if delay_days + max(TERMINAL_WINDOWS) >= RING_DAYS:
             raise ValueError(
                 f"delay_days must be below {RING_DAYS - max(TERMINAL_WINDOWS)}: terminal state keeps {RING_DAYS} days"
             )
-        self.delay_days = delay_days
+        self.delay_days, self.compiled = delay_days, compiled
 
     def event_only(self, events: Sequence[Mapping[str, Any]], ev: Events, out: np.ndarray) -> None:
         """Features of each event alone."""
@@ -142,7 +136,7 @@ class FeatureEngine:
         cards = [customers.get(c) for c in first]
         batch = stack(cards)
         cust = np.fromiter((index[c] for c in cids), np.int64, n)
-        appended = self._vectorised(ev, cust, *ring_records(batch), batch["days"], feats, seqs)
+        appended = self._vectorised(ev, cust, batch, feats, seqs)
         repeats = np.zeros(n, dtype=bool)
         if appended is None:  # a re-delivery, a repeated id or a late event: event by event, the rare path
             appended, repeats = self._one_by_one(ev, cust, cards, feats, seqs)
@@ -170,18 +164,30 @@ class FeatureEngine:
         return BatchFeatures(feats.astype(np.float32), records, counts, repeats, seqs.astype(np.float32))
 
     def _vectorised(
-        self,
-        ev: Events,
-        cust: np.ndarray,
-        h_len: np.ndarray,
-        stored: np.ndarray,
-        buckets: np.ndarray,
-        out: np.ndarray,
-        seqs: np.ndarray,
+        self, ev: Events, cust: np.ndarray, batch: np.ndarray, out: np.ndarray, seqs: np.ndarray
     ) -> dict[int, list[int]] | None:
         """Customer features when every event is new and not older than its card's earlier
-        records (appends one record each); None when one is not. `h_len`, `stored`: the
-        cards' ring records (`models.card.ring_records`); `buckets`: their day buckets."""
+        records (appends one record each); None when one is not. `batch`: the (U,) cards
+        before the batch, event i's at `cust[i]`. Compiled (`models.cardreads`) unless the
+        engine was made with `compiled=False`: the numpy reference."""
+        if self.compiled:
+            got = reads(ev, cust, batch)
+            if got is None:
+                return None
+            customer_values(out, ev, got[0])
+            sequence_values(seqs, ev, got[1])
+        elif not self._numpy_reads(ev, cust, batch, out, seqs):
+            return None
+        appended: dict[int, list[int]] = {}
+        for i in np.argsort(cust, kind="stable").tolist():
+            appended.setdefault(int(cust[i]), []).append(i)
+        return appended
+
+    @staticmethod
+    def _numpy_reads(ev: Events, cust: np.ndarray, batch: np.ndarray, out: np.ndarray, seqs: np.ndarray) -> bool:
+        """`_vectorised`'s reference: each event's window of previous records built as an (n, W)
+        structured array, then `card_block`; False where the compiled path returns None."""
+        h_len, stored = ring_records(batch)
         per_cust = np.bincount(cust, minlength=len(h_len))
         n, width = len(cust), RING_RECORDS + int(per_cust.max(initial=0))
         size = h_len + per_cust
@@ -201,15 +207,12 @@ class FeatureEngine:
         valid = idx >= base[cust][:, None]
         window = np.take(combined, np.maximum(idx, 0))
         if (valid & ((window["tx"] == ev.tx[:, None]) | (window["ts"] > ev.ts[:, None]))).any():
-            return None
-        mine = buckets[cust]
+            return False
+        mine = batch["days"][cust]
         if ((mine["n"] > 0) & (mine["day"] > (ev.ts // DAY_MS)[:, None])).any():
-            return None
+            return False
         card_block(out, seqs, ev, window, valid, mine)
-        appended: dict[int, list[int]] = {}
-        for i in order.tolist():
-            appended.setdefault(int(cust[i]), []).append(i)
-        return appended
+        return True
 
     def _one_by_one(
         self, ev: Events, cust: np.ndarray, cards: list[np.ndarray | None], out: np.ndarray, seqs: np.ndarray

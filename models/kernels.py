@@ -89,8 +89,11 @@ def append_many(cards: np.ndarray, owner: np.ndarray, records: np.ndarray) -> in
 
 
 def warm_up() -> None:
-    """Compile (or load from the cache) before the first batch. Two cards and two records: numba
-    compiles per memory layout, and numpy calls a one-element view contiguous."""
+    """Compile (or load from the cache) every batch kernel before the first batch: this one and
+    the card reads (`models.cardreads`). Two cards and two records: numba compiles per memory
+    layout, and numpy calls a one-element view contiguous."""
+    from models import cardreads
     from models.featureset import CARD_DTYPE, HISTORY_DTYPE
 
     append_many(np.zeros(2, CARD_DTYPE), np.zeros(2, np.int64), np.zeros(2, dtype=HISTORY_DTYPE))
+    cardreads.warm_up()

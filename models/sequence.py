@@ -13,6 +13,8 @@ Changing a field, its order or `SEQ_LEN` changes the deep model's input: bump SE
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from models.featureset import HISTORY_DAYS, HISTORY_DTYPE
@@ -37,11 +39,30 @@ N_SEQ = len(SEQ_FIELDS)
 SEQ_WIDTH = SEQ_LEN * N_SEQ  # the flattened length carried in buffer records
 
 
-def sequence_block(out: np.ndarray, ev: Events, window: np.ndarray, valid: np.ndarray) -> None:
-    """Fill `out` (n, SEQ_LEN, N_SEQ) for n events from their previous records.
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """The k = min(SEQ_LEN, W + 1) last steps of n events' sequences (their previous records then
+    the event), each with the step before it: gathered by numpy (`sequence_steps`, the
+    reference) or by the compiled kernel (`models.cardkernel`), turned into the sequence by
+    the one function both share (`sequence_values`). Fields of a step that is not `live` are
+    never read."""
 
-    `window` (n, W) HISTORY_DTYPE and `valid` (n, W): as for `models.history.customer_block`.
-    """
+    ts: np.ndarray  # (n, k) int64
+    amount: np.ndarray  # (n, k) int64 minor units
+    lat: np.ndarray  # (n, k) float64
+    lon: np.ndarray
+    dev: np.ndarray  # (n, k) uint64
+    prev_ts: np.ndarray  # (n, k) the step before each
+    prev_lat: np.ndarray
+    prev_lon: np.ndarray
+    live: np.ndarray  # (n, k) bool: a real step younger than HISTORY_DAYS (the event always)
+    prev_live: np.ndarray  # (n, k) bool: the step before it is
+    seen: np.ndarray  # (n, k) bool: an earlier live step of the window has the step's device
+
+
+def sequence_steps(ev: Events, window: np.ndarray, valid: np.ndarray) -> Steps:
+    """The steps of n events from their previous records (numpy: the reference). `window`
+    (n, W) HISTORY_DTYPE and `valid` (n, W): the recent records, as for `models.history`."""
     n, width = window.shape
     ext = np.empty((n, width + 1), dtype=HISTORY_DTYPE)
     ext[:, :width] = window
@@ -58,21 +79,32 @@ def sequence_block(out: np.ndarray, ev: Events, window: np.ndarray, valid: np.nd
     dev = step["dev"]
     earlier = (np.arange(width + 1)[None, None, :] < np.arange(lo, width + 1)[None, :, None]) & ok[:, None, :]
     seen = (earlier & (ext["dev"][:, None, :] == dev[:, :, None])).any(axis=2)
-    located = ~np.isnan(step["lat"])
-    both = live & prev_ok & located & ~np.isnan(prev["lat"])
-    dist = haversine_km(prev["lat"], prev["lon"], step["lat"], step["lon"])
+    return Steps(
+        step["ts"], step["amount"], step["lat"], step["lon"], dev, prev["ts"], prev["lat"], prev["lon"], live, prev_ok, seen
+    )
+
+
+def sequence_values(out: np.ndarray, ev: Events, s: Steps) -> None:
+    """Fill `out` (n, SEQ_LEN, N_SEQ) float64 from the steps (the arithmetic both paths share)."""
+    k = s.ts.shape[1]
+    located = ~np.isnan(s.lat)
+    both = s.live & s.prev_live & located & ~np.isnan(s.prev_lat)
+    dist = np.zeros(both.shape)  # read only where both are located (the haversine is most of this function's time)
+    dist[both] = haversine_km(s.prev_lat[both], s.prev_lon[both], s.lat[both], s.lon[both])
+    has = s.dev != 0
     fields = (
-        np.ones((n, k)),
-        np.log1p(step["amount"] / 100.0),
-        np.where(prev_ok, np.log1p(np.maximum(step["ts"] - prev["ts"], 0) / 1000.0), 0.0),
-        np.log1p(np.maximum(ts - step["ts"], 0) / 1000.0),
-        dev != 0,
-        (dev != 0) & ~seen,
-        (dev != 0) & (dev == ev.dev[:, None]),
+        np.ones(s.live.shape),
+        np.log1p(s.amount / 100.0),
+        np.where(s.prev_live, np.log1p(np.maximum(s.ts - s.prev_ts, 0) / 1000.0), 0.0),
+        np.log1p(np.maximum(ev.ts[:, None] - s.ts, 0) / 1000.0),
+        has,
+        has & ~s.seen,
+        has & (s.dev == ev.dev[:, None]),
         np.where(both, np.log1p(np.nan_to_num(dist)), 0.0),
         located,
-        (step["ts"] % DAY_MS) / HOUR_MS / 24.0,
+        (s.ts % DAY_MS) / HOUR_MS / 24.0,
     )
-    block = np.stack([np.asarray(f, dtype=np.float64) for f in fields], axis=2)
-    out[:, SEQ_LEN - k :] = np.where(live[:, :, None], block, 0.0)
+    tail = out[:, SEQ_LEN - k :]
+    for f, values in enumerate(fields):
+        tail[:, :, f] = np.where(s.live, values, 0.0)
     out[:, : SEQ_LEN - k] = 0.0
