@@ -2,10 +2,10 @@
 
 A batch goes through these steps, in this order, and comes back as a BatchResult:
 
-    admit     decode and check every record; unreadable ones become dead letters
+    admit     decode (one compiled pass, `stream.kafka.reader`) and check every record;
+              unreadable ones become dead letters
     features  one feature-store read for the batch (None while Redis is down), its state
-              write sent at once; a transaction id already decided from another record
-              is dead-lettered
+              write sent at once; an id already decided from another record: a dead letter
     per arm   the arm's model version; XGBoost over its rows; `models.decision.stage_one`
               decides the clear cases, the band goes to the buffer topic for the deep
               stage (or, with the deep stage down, is decided here: XGB_FALLBACK)
@@ -90,8 +90,7 @@ class Scorer:
         oks, failures = self.admit(messages)
         outputs = [dead_letter(self.topics.dlq, f, "scorer") for f in failures]
         steps: dict[str, float] = {}
-        level: Level | None = None
-        decided: tuple[Decided, ...] = ()
+        level, decided = cast(Level | None, None), cast(tuple[Decided, ...], ())
         if oks:
             batch = _Batch(oks, [cast(Transaction, d.value) for d in oks], now_ms())
             outputs += self.score(batch, steps)
@@ -104,7 +103,8 @@ class Scorer:
         return admit(self.codec, messages, self.settings)
 
     def warm_up(self) -> None:
-        """Pay one-off costs before consuming: XGBoost's first predictions, the Redis script load."""
+        """Pay one-off costs before consuming: compilations, XGBoost's first predictions, the Redis scripts."""
+        self.codec.warm_up()
         bundle = self.models.usable
         if bundle is None:
             log.warning("warm_up_without_model", reason=self.models.broken)
