@@ -15,7 +15,7 @@ transaction id. `stream.state.scripts.WRITE_BATCH` applies the same rules inside
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -40,11 +40,6 @@ def card_from_bytes(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=CARD_DTYPE).copy()
 
 
-def card_view(blob: bytes) -> np.ndarray:
-    """A card over its stored bytes, read-only (no copy: the feature engine copies what it updates)."""
-    return np.frombuffer(blob, dtype=CARD_DTYPE)
-
-
 def ring_before(card: np.ndarray, seq: int | None = None) -> np.ndarray:
     """The ring's records numbered below `seq` (default: all), oldest first."""
     count = int(card["seq"][0])
@@ -60,6 +55,39 @@ def ring_before(card: np.ndarray, seq: int | None = None) -> np.ndarray:
 def stack(cards: Sequence[np.ndarray | None]) -> np.ndarray:
     """(U,) CARD_DTYPE of the given (1,) cards (None: never seen), a new array."""
     return np.concatenate([(EMPTY_CARD if c is None else c).view(VCARD) for c in cards]).view(CARD_DTYPE)
+
+
+class CardTable(Mapping[str, np.ndarray]):
+    """Cards read together (the online store's batch read): one array over their joined bytes,
+    a customer id's card a (1,) read-only view of it; `rows` gathers cards in one indexing."""
+
+    def __init__(self, ids: Sequence[str], blobs: Sequence[bytes]) -> None:
+        self._row = {c: j for j, c in enumerate(ids)}
+        # The cards, then an empty one: what `rows` gives a customer not read.
+        self._table = np.frombuffer(b"".join(blobs) + EMPTY_CARD.tobytes(), dtype=CARD_DTYPE)
+
+    def __getitem__(self, customer_id: str) -> np.ndarray:
+        j = self._row[customer_id]
+        return self._table[j : j + 1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._row)
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def rows(self, ids: Sequence[str]) -> np.ndarray:
+        """(U,) CARD_DTYPE of the given customers' cards (never read: empty), a new array."""
+        empty = len(self._row)
+        at = np.fromiter((self._row.get(c, empty) for c in ids), np.intp, len(ids))
+        return self._table.view(VCARD)[at].view(CARD_DTYPE)
+
+
+def gather(cards: Mapping[str, np.ndarray], ids: Sequence[str]) -> np.ndarray:
+    """(U,) CARD_DTYPE of the cards of `ids` in `cards` (missing: never seen), a new array."""
+    if isinstance(cards, CardTable):
+        return cards.rows(ids)
+    return stack([cards.get(c) for c in ids])
 
 
 def ring_records(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +149,7 @@ def updated(cards: Mapping[str, np.ndarray], appended: Mapping[str, np.ndarray])
     ids = list(appended)
     if not ids:
         return EMPTY_CARD[:0], EMPTY_CARD[:0]
-    before = stack([cards.get(c) for c in ids])
+    before = gather(cards, ids)
     after = before.copy()
     owner = np.repeat(np.arange(len(ids)), [len(appended[c]) for c in ids])
     # (joined as bytes: numpy concatenates structured arrays at ~10 µs an array)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from models.card import append, empty_card, find, ring_before, ring_records, stack
+from models.card import append, find, gather, ring_before, ring_records
 from models.cardreads import reads
 from models.featureset import (
     CHANNEL,
@@ -133,13 +133,12 @@ class FeatureEngine:
         cids = [e["customer_id"] for e in events]
         first = dict.fromkeys(cids)
         index = {c: u for u, c in enumerate(first)}
-        cards = [customers.get(c) for c in first]
-        batch = stack(cards)
+        batch = gather(customers, list(first))
         cust = np.fromiter((index[c] for c in cids), np.int64, n)
         appended = self._vectorised(ev, cust, batch, feats, seqs)
         repeats = np.zeros(n, dtype=bool)
         if appended is None:  # a re-delivery, a repeated id or a late event: event by event, the rare path
-            appended, repeats = self._one_by_one(ev, cust, cards, feats, seqs)
+            appended, repeats = self._one_by_one(ev, cust, batch, feats, seqs)
         days = ev.ts // DAY_MS
         tids = [e["terminal_id"] for e in events]
         # Terminal features depend only on (terminal, day) and the state before the batch.
@@ -215,14 +214,14 @@ class FeatureEngine:
         return True
 
     def _one_by_one(
-        self, ev: Events, cust: np.ndarray, cards: list[np.ndarray | None], out: np.ndarray, seqs: np.ndarray
+        self, ev: Events, cust: np.ndarray, batch: np.ndarray, out: np.ndarray, seqs: np.ndarray
     ) -> tuple[dict[int, list[int]], np.ndarray]:
         """Customer features event by event, each from the card as the events before it left
         it: a transaction id already in the ring is a re-delivery (same source) or a repeat
         (another source); either way its features come from the records before it and
         nothing is appended."""
         n = len(cust)
-        current = [empty_card() if card is None else card.copy() for card in cards]
+        current = [batch[u : u + 1].copy() for u in range(len(batch))]  # (a card never seen: empty)
         appended: dict[int, list[int]] = {}
         repeats = np.zeros(n, dtype=bool)
         for i in range(n):

@@ -15,7 +15,7 @@ Changing a name, a layout or `stable_hashes` changes stored state: bump FEATURE_
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -107,6 +107,15 @@ def ring_add(ring: np.ndarray, day: int, column: int, count: int) -> None:
 def ring_counts(ring: np.ndarray) -> dict[int, tuple[int, int]]:
     """{day: (transactions, frauds)} of the occupied slots (for tests and tools)."""
     return {int(d): (int(n), int(f)) for d, n, f in ring if d}
+
+
+def rings_from_bytes(blobs: Sequence[bytes]) -> np.ndarray:
+    """(T, RING_DAYS, 3) rings from their Redis strings (each as `ring_from_bytes` reads it), a new array."""
+    size = RING_DAYS * 3 * RING_DTYPE.itemsize
+    if any(len(b) % RING_DTYPE.itemsize for b in blobs):  # not whole slots: as `ring_from_bytes` refuses them
+        return np.stack([ring_from_bytes(b) for b in blobs]) if blobs else np.zeros((0, RING_DAYS, 3), RING_DTYPE)
+    joined = bytearray(b"".join(b[:size].ljust(size, b"\0") for b in blobs))
+    return np.frombuffer(joined, dtype=RING_DTYPE).reshape(len(blobs), RING_DAYS, 3)
 
 
 def ring_from_bytes(blob: bytes | None) -> np.ndarray:

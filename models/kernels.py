@@ -1,6 +1,7 @@
 """Compiled batch kernels (numba), each checked bit for bit against its pure-Python reference.
 
-`append_many` applies a batch's new records to its cards at once: what `models.card.append`
+`walk` scores rows down the booster's trees (`models.xgb.Forest`). `append_many` applies a
+batch's new records to its cards at once: what `models.card.append`
 does one record at a time (the reference, kept for the offline reading of the rules and for
 the tests), compiled over the cards' field arrays. Compiled once per machine and cached
 (`cache=True`: the machine code is kept beside this file in __pycache__), so a service pays
@@ -8,6 +9,8 @@ the compilation on its first start only; `warm_up` compiles before the first bat
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit
@@ -88,8 +91,30 @@ def append_many(cards: np.ndarray, owner: np.ndarray, records: np.ndarray) -> in
     return added
 
 
+@njit(cache=True, nogil=True)
+def walk(
+    x: np.ndarray, roots: np.ndarray, feature: np.ndarray, threshold: np.ndarray, left: np.ndarray, right: np.ndarray,
+    default_left: np.ndarray, value: np.ndarray, base: np.float32, margins: np.ndarray, leaves: np.ndarray,
+) -> None:  # fmt: skip
+    """Every (n, F) float32 row down every tree of `models.xgb.Forest`'s flat arrays (a leaf
+    points to itself): its leaf per tree into `leaves` (n, T) and its margin into `margins`
+    (n,), summed tree by tree in float32 from `base` — what `Forest.walk_numpy` computes
+    (the reference) and XGBoost too, bit for bit."""
+    for i in range(x.shape[0]):
+        m = base
+        for t in range(roots.shape[0]):
+            node = roots[t]
+            while left[node] != node:
+                v = x[i, feature[node]]
+                go_left = default_left[node] if math.isnan(v) else v < threshold[node]
+                node = left[node] if go_left else right[node]
+            m += value[node]
+            leaves[i, t] = node - roots[t]
+        margins[i] = m
+
+
 def warm_up() -> None:
-    """Compile (or load from the cache) every batch kernel before the first batch: this one and
+    """Compile (or load from the cache) every batch kernel before the first batch: these and
     the card reads (`models.cardreads`). Two cards and two records: numba compiles per memory
     layout, and numpy calls a one-element view contiguous."""
     from models import cardreads
@@ -97,3 +122,6 @@ def warm_up() -> None:
 
     append_many(np.zeros(2, CARD_DTYPE), np.zeros(2, np.int64), np.zeros(2, dtype=HISTORY_DTYPE))
     cardreads.warm_up()
+    one = np.zeros(1, np.intp)
+    walk(np.zeros((2, 1), np.float32), one, one, np.zeros(1, np.float32), one, one, np.zeros(1, bool), np.zeros(1, np.float32),
+         np.float32(0), np.zeros(2, np.float32), np.zeros((2, 1), np.int32))  # fmt: skip

@@ -39,9 +39,9 @@ import redis
 from redis.cluster import RedisCluster
 
 from models import kernels
-from models.card import CARD_BYTES, card_view
+from models.card import CARD_BYTES, CardTable
 from models.features import BatchFeatures, FeatureEngine
-from models.featureset import FEATURE_SET_VERSION, N_FEATURES, ring_from_bytes
+from models.featureset import FEATURE_SET_VERSION, N_FEATURES, rings_from_bytes
 from models.offline import OfflineFeatures
 from models.sequence import N_SEQ, SEQ_LEN
 from models.units import DAY_MS
@@ -51,7 +51,7 @@ from stream.state.pending import PendingScript
 from stream.state.scripts import CLAIM_BATCH, COUNT_LABELS, WRITE_BATCH, claim_and_get, run
 from stream.state.update import state_update
 
-State = dict[str, np.ndarray]
+State = Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +71,10 @@ def _done() -> None:
 def _split(customer_ids: Sequence[str], terminal_ids: Sequence[str], blobs: Sequence[bytes | None]) -> tuple[State, State]:
     """Cards and terminal rings from their bytes; a card of another size counts as never seen (the write script replaces it)."""
     nc = len(customer_ids)
-    cards = {c: card_view(b) for c, b in zip(customer_ids, blobs[:nc], strict=True) if b and len(b) == CARD_BYTES}
-    return cards, {t: ring_from_bytes(b) for t, b in zip(terminal_ids, blobs[nc:], strict=True) if b}
+    cards = [(c, b) for c, b in zip(customer_ids, blobs[:nc], strict=True) if b and len(b) == CARD_BYTES]
+    read = [(t, b) for t, b in zip(terminal_ids, blobs[nc:], strict=True) if b]
+    rings = rings_from_bytes([b for _, b in read])
+    return CardTable([c for c, _ in cards], [b for _, b in cards]), {t: rings[j] for j, (t, _) in enumerate(read)}
 
 
 class RedisFeatureStore:
@@ -128,7 +130,7 @@ class RedisFeatureStore:
 
     def load(
         self, customer_ids: Sequence[str], terminal_ids: Sequence[str]
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    ) -> tuple[State, State]:
         """State of the given entities, one MGET."""
         keys = [self.customer_key(c) for c in customer_ids] + [self.terminal_key(t) for t in terminal_ids]
         try:

@@ -6,9 +6,18 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.card import append, changed_buckets, empty_card, ring_before, ring_records, stack, updated
+from models.card import CardTable, append, changed_buckets, empty_card, ring_before, ring_records, stack, updated
 from models.features import FeatureEngine
-from models.featureset import CARD_DTYPE, HISTORY_DTYPE, N_FEATURES, RING_RECORDS
+from models.featureset import (
+    CARD_DTYPE,
+    HISTORY_DTYPE,
+    N_FEATURES,
+    RING_DAYS,
+    RING_DTYPE,
+    RING_RECORDS,
+    ring_from_bytes,
+    rings_from_bytes,
+)
 from models.history import Events
 from models.kernels import append_many
 from models.sequence import N_SEQ, SEQ_LEN
@@ -124,3 +133,19 @@ def test_the_compiled_card_reads_give_the_numpy_reference_features_bit_for_bit(
         assert appended == ref_appended
         assert x == ref_x  # float64, before the float32 the models read
         assert seq == ref_seq
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches(), st.lists(st.integers(0, 3 * 64 * 4), max_size=5).map(lambda ns: [n - n % 4 for n in ns]))
+def test_cards_and_rings_read_together_equal_each_read_alone(batch: tuple[int, np.ndarray, np.ndarray], cuts: list[int]) -> None:
+    cards, owner, records = batch
+    state = {f"c{u}": empty_card() for u in range(cards)}
+    for i, u in enumerate(owner):
+        append(state[f"c{int(u)}"], records[i : i + 1])
+    table = CardTable(list(state), [c.tobytes() for c in state.values()])
+    ids = ["nobody", *reversed(state), "c0"]
+    assert table.rows(ids).tobytes() == stack([state.get(c) for c in ids]).tobytes()
+    assert {c: table[c].tobytes() for c in table} == {c: k.tobytes() for c, k in state.items()}
+    full = np.arange(RING_DAYS * 3, dtype=RING_DTYPE).tobytes()
+    blobs = [full[:n] for n in cuts]  # a ring's string stops after its last written slot
+    assert rings_from_bytes(blobs).tobytes() == b"".join(ring_from_bytes(b).tobytes() for b in blobs)
