@@ -83,7 +83,7 @@ class Scorer:
         self.settings, self.fallback, self.deep_available = settings, fallback, deep_available
         self.arms: list[Arm] = list(arms) or [Arm("A", 1.0, None)]  # none configured: one following the promoted version
         self.features = GuardedFeatures(store, fallback, clock)
-        self.xgboost = GuardedXGBoost(fallback, clock)
+        self.xgboost = GuardedXGBoost(fallback, clock, settings.threads)
 
     def process(self, messages: Sequence[Message]) -> BatchResult:
         """Outputs of one batch (dead letters first, then per input record in order) and its figures."""

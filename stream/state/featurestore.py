@@ -128,9 +128,7 @@ class RedisFeatureStore:
         blobs = cast(list[bytes | None], replies[len(claims) :])
         return taken, *_split(customer_ids, terminal_ids, blobs)
 
-    def load(
-        self, customer_ids: Sequence[str], terminal_ids: Sequence[str]
-    ) -> tuple[State, State]:
+    def load(self, customer_ids: Sequence[str], terminal_ids: Sequence[str]) -> tuple[State, State]:
         """State of the given entities, one MGET."""
         keys = [self.customer_key(c) for c in customer_ids] + [self.terminal_key(t) for t in terminal_ids]
         try:

@@ -7,6 +7,10 @@ import pytest
 import xgboost as xgb
 
 from models import xgb as xgbm
+from stream.config import FallbackSettings
+from stream.stages.guards import GuardedXGBoost
+from stream.testing import FakeClock
+from stream.testing.stages import tiny_bundle
 
 
 def _booster(objective: str, seed: int = 0) -> xgb.Booster:
@@ -47,3 +51,15 @@ def test_forest_rejects_rows_of_another_width() -> None:
 def test_forest_declines_what_it_does_not_cover() -> None:
     # Another objective maps base_score to a margin differently: XGBoost keeps those.
     assert xgbm.Forest.build(_booster("reg:squarederror"), 6) is None
+
+
+@pytest.mark.parametrize(("threads", "rows", "walked"), [(1, 500, True), (1, 3, True), (4, 3, True), (4, 500, False)])
+def test_one_thread_walks_every_batch_and_more_threads_leave_big_ones_to_xgboost(threads: int, rows: int, walked: bool) -> None:
+    bundle = tiny_bundle()
+    assert bundle.forest is not None
+    guard = GuardedXGBoost(FallbackSettings(), FakeClock(), threads)
+    x = bundle.forest.probe_rows(n=rows)
+    scored = guard.score(bundle, x).value
+    assert scored is not None
+    assert (scored.leaves is not None) == walked  # the walk gives leaves with the margins; XGBoost's call does not
+    np.testing.assert_array_equal(scored.margin, xgbm.margins(bundle.booster, x))
