@@ -79,7 +79,9 @@ class BatchSettings(_Strict):
 
 
 class ScorerBatch(BatchSettings):
-    pass
+    max_rows: int = Field(
+        2000, ge=1, le=100_000, description="records per micro-batch at most (a backlog: one transaction each, fewer commits)"
+    )
 
 
 class DeepBatch(BatchSettings):

@@ -92,9 +92,9 @@ def test_micro_batch_stops_at_rows_or_wait() -> None:
 
 def test_batch_settings_keep_each_stage_defaults() -> None:
     s = load_settings(environ={"FRAUDSTREAM_DEEP__BATCH__MAX_WAIT_MS": "5", "FRAUDSTREAM_LABELS__BATCH__MAX_ROWS": "10"})
-    assert (s.deep.batch.max_rows, s.deep.batch.max_wait_ms) == (256, 5)  # not the generic 500
+    assert (s.deep.batch.max_rows, s.deep.batch.max_wait_ms) == (256, 5)  # not stage 1's 2000
     assert (s.labels.batch.max_rows, s.labels.batch.max_wait_ms) == (10, 100)
-    assert s.scorer.batch.max_rows == 500
+    assert s.scorer.batch.max_rows == 2000
     # No wait configured: a short one per transaction exactly-once, none at-least-once.
     assert (s.scorer.batch.wait_s(True), s.scorer.batch.wait_s(False)) == (0.002, 0.0)
     assert (s.deep.batch.wait_s(True), s.deep.batch.wait_s(False)) == (0.005, 0.005)
