@@ -6,8 +6,10 @@ own reader and against one Avro container block (no call per record).
 
 The block read is the floor for anything that still builds one Python dict per record: if
 it is close to the per-record reader, the time goes into the objects, not into the calls.
-The last rows decode whole batches into columns with numpy (a sketch, `bench/columnar.py`,
-first checked to give fastavro's records): what decoding costs without per-record objects.
+Then what stage 1 runs: a batch decoded by the codec, its plain records by the compiled
+reader (`stream/kafka/reader.py`, the same dicts as fastavro's). The last rows decode whole
+batches into columns with numpy (a sketch, `bench/columnar.py`, first checked to give
+fastavro's records): what decoding costs without per-record objects.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from models.dataset import to_events
 from models.decision import Outcome, Route
 from models.featureset import FEATURE_NAMES
 from models.simulator import SimConfig, simulate
-from schemas import wire
+from schemas import fixed_id, wire
 from stream.kafka.codec import Codec, unframe
+from stream.kafka.reader import read_transactions
 from stream.records import Decision, Transaction
 
 # Four reasons, as a flagged decision carries: (feature, value, contribution).
@@ -42,6 +45,16 @@ def per_record_us(fn: Callable[[], object], records: int, repeat: int = 5) -> fl
 def _decode_all(batches: list[list[bytes]]) -> None:
     for batch in batches:
         decode_columns(batch)
+
+
+def _decode_batches(codec: Codec, batches: list[list[bytes | None]]) -> None:
+    for batch in batches:
+        codec.decode_values("Transaction", batch)
+
+
+def _read_batches(batches: list[list[bytes | None]], schema_id: int) -> None:
+    for batch in batches:
+        read_transactions(batch, schema_id)
 
 
 def main() -> None:
@@ -79,6 +92,14 @@ def main() -> None:
         ("  the same records as one container block (no call per record)",
          per_record_us(lambda: list(reader(io.BytesIO(block_bytes))), n)),
     ]  # fmt: skip
+    schema_id = fixed_id("Transaction")
+    for size in args.sizes:
+        framed: list[list[bytes | None]] = [list(raws[i : i + size]) for i in range(0, n - size + 1, size)]
+        done = len(framed) * size
+        rows.append((f"decode a batch of {size} (Codec.decode_values: the compiled reader, stream/kafka/reader.py)",
+                     per_record_us(partial(_decode_batches, codec, framed), done)))  # fmt: skip
+        rows.append((f"  the reader alone, batches of {size} (read_transactions)",
+                     per_record_us(partial(_read_batches, framed, schema_id), done)))  # fmt: skip
     for size in args.sizes:
         batches = [bodies[i : i + size] for i in range(0, n - size + 1, size)]
         rows.append((f"  columns in numpy, batches of {size} (bench/columnar.py)",

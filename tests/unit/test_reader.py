@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from schemas import fixed_id
 from stream.errors import PoisonError
 from stream.kafka.codec import Codec, frame
-from stream.kafka.reader import CHANNELS, read_transactions
+from stream.kafka.reader import BATCH_MIN, CHANNELS, read_transactions
 from stream.testing import sample_transaction
 
 CODEC = Codec()
@@ -101,9 +101,10 @@ def test_the_codec_reads_the_rest_one_by_one_and_keeps_their_reasons() -> None:
     good = CODEC.encode("Transaction", sample_transaction(1))
     negative = CODEC.encode("Transaction", sample_transaction(2, amount=-5))
     assert read_transactions([good, None, negative, good[:-1], good + b"\x00"], SCHEMA_ID)[1:] == [None] * 4
-    batch = CODEC.decode_values("Transaction", [good, None, negative, good[:-1], good + b"\x00", good])
-    assert [d.value for d in batch.oks] == [sample_transaction(1)] * 2
-    assert [d.source.offset for d in batch.oks] == [0, 5]
+    raws = [good, None, negative, good[:-1], good + b"\x00", *[good] * BATCH_MIN]  # a batch the reader takes
+    batch = CODEC.decode_values("Transaction", raws)
+    assert [d.value for d in batch.oks] == [sample_transaction(1)] * (1 + BATCH_MIN)
+    assert [d.source.offset for d in batch.oks] == [0, *range(5, 5 + BATCH_MIN)]
     reasons = [f.reason for f in batch.errs]
     assert reasons[:2] == ["null value (tombstone) where a record was expected", "amount -5 is negative"]
     assert reasons[3] == "1 trailing bytes after the Avro record"
