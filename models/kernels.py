@@ -119,14 +119,12 @@ def walk(
 
 
 def warm_up() -> None:
-    """Compile (or load from the cache) every batch kernel before the first batch: these and
-    the card reads (`models.cardreads`). Two cards and two records: numba compiles per memory
-    layout, and numpy calls a one-element view contiguous."""
+    """Compile (or load from the cache) the card kernels before the first batch: these and the
+    card reads (`models.cardreads`). Two cards and two records: numba compiles per memory
+    layout, and numpy calls a one-element view contiguous. (`walk` is compiled when a model
+    loads: `Forest.build` checks it against XGBoost.)"""
     from models import cardreads
     from models.featureset import CARD_DTYPE, HISTORY_DTYPE
 
     append_many(np.zeros(2, CARD_DTYPE), np.zeros(2, np.int64), np.zeros(2, dtype=HISTORY_DTYPE))
     cardreads.warm_up()
-    one = np.zeros(1, np.intp)
-    walk(np.zeros((2, 1), np.float32), one, one, np.zeros(1, np.float32), one, one, np.zeros(1, bool), np.zeros(1, np.float32),
-         np.float32(0), 1, np.zeros(2, np.float32), np.zeros((2, 1), np.int32))  # fmt: skip

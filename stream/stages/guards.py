@@ -8,6 +8,7 @@ through after `fallback.breaker_reset_s`.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ class GuardedXGBoost:
     def __init__(self, fallback: FallbackSettings, clock: Callable[[], float], threads: int = 1) -> None:
         self.deadline_s = fallback.xgb_deadline_ms / 1000
         # One thread: the compiled walk beats XGBoost at every batch size (`models.xgb.FOREST_MAX_ROWS`).
-        self.walk_rows = xgbm.FOREST_MAX_ROWS if threads > 1 else None
+        self.walk_rows = xgbm.FOREST_MAX_ROWS if threads > 1 else math.inf
         self.clock = clock
         self.breaker = CircuitBreaker("xgboost", fallback.breaker_failures, fallback.breaker_reset_s, clock)
 
@@ -102,7 +103,7 @@ class GuardedXGBoost:
         t = self.clock()
         leaves = None
         try:
-            if bundle.forest is not None and (self.walk_rows is None or len(x) <= self.walk_rows):
+            if bundle.forest is not None and len(x) <= self.walk_rows:
                 margin, leaves = bundle.forest.predict(x)
             else:
                 margin = xgbm.margins(bundle.booster, x)

@@ -2,8 +2,7 @@
 
 A batch goes through these steps, in this order, and comes back as a BatchResult:
 
-    admit     decode (one compiled pass, `stream.kafka.reader`) and check every record;
-              unreadable ones become dead letters
+    admit     decode and check every record; unreadable ones become dead letters
     features  one feature-store read for the batch (None while Redis is down), its state
               write sent at once; an id already decided from another record: a dead letter
     per arm   the arm's model version; XGBoost over its rows; `models.decision.stage_one`
@@ -90,7 +89,8 @@ class Scorer:
         oks, failures = self.admit(messages)
         outputs = [dead_letter(self.topics.dlq, f, "scorer") for f in failures]
         steps: dict[str, float] = {}
-        level, decided = cast(Level | None, None), cast(tuple[Decided, ...], ())
+        level: Level | None = None
+        decided: tuple[Decided, ...] = ()
         if oks:
             batch = _Batch(oks, [cast(Transaction, d.value) for d in oks], now_ms())
             outputs += self.score(batch, steps)
