@@ -369,6 +369,44 @@ def pipeline_max(b: Bench, out: dict[str, Any], processing: str) -> None:
     print(f"pipeline max ({processing}): {n / span:,.0f} decisions/s; RSS {rss}", flush=True)
 
 
+# Warms a namespace's feature state with the code of the checkout it runs in: its own offline
+# features over the bench's history (the simulated transactions before the last N). Checkouts
+# from before the feature modules moved keep them where they were then.
+WARM = """
+import sys, redis
+from models.dataset import to_events, to_label_events
+from models.simulator import SimConfig, simulate
+import models, pathlib
+if (pathlib.Path(models.__file__).parent / "offline.py").exists():
+    from models.features import FeatureEngine
+    from models.offline import OfflineFeatures
+    from stream.state.featurestore import RedisFeatureStore
+    engine = FeatureEngine
+else:  # the checkout's own modules: an installed one may hold the newer ones too
+    from models.features import FeatureEngine, OfflineFeatures
+    from stream.featurestore import RedisFeatureStore
+    engine = lambda: FeatureEngine(7)
+url, n, namespace = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sim = simulate(SimConfig(seed=0))
+cut = int(sim.transactions.iloc[-n:]["event_time"].min())
+offline = OfflineFeatures(engine())
+offline.run(to_events(sim.transactions[sim.transactions["event_time"] < cut]),
+            to_label_events(sim.labels[sim.labels["label_time"] < cut]))
+RedisFeatureStore(redis.Redis.from_url(url), namespace, 40, engine()).backfill(offline)
+"""
+
+
+def code_env(code: Path | None) -> dict[str, str]:
+    """The environment that runs the checkout in `code` (None: this one)."""
+    return {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
+
+
+def warm_with_code(b: Bench, s: Settings, code: Path | None) -> None:
+    """Warm s's Redis namespace as the checkout in `code` lays out its feature state."""
+    subprocess.run([sys.executable, "-c", WARM, s.redis.url, str(b.n), s.redis.namespace],
+                   env=code_env(code), cwd=code, check=True, timeout=900)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Variant:
     """What an A/B round changes: settings through the environment, or another checkout's code."""
@@ -386,7 +424,9 @@ def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: 
     under its name may still hold the last repeat's records)."""
     tag = f"p{load}{_short(processing)}{'warm' if warm_up else ''}{variant.name}{run}"
     env = {**b.env(tag, processing), **variant.env}
-    s = b.settings(env)
+    s = b.settings(env, warm=variant.code is None)
+    if variant.code is not None:  # another checkout reads its own feature state's layout
+        warm_with_code(b, s, variant.code)
     procs = [b.service("score", env, tag, code=variant.code), b.service("deep", env, tag, code=variant.code)]
     for kind in ("score", "deep"):
         _wait_log(b.logs / f"{tag}-{kind}.log", "partitions_assigned")

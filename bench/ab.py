@@ -8,9 +8,9 @@ rounds alternate between variants on one broker, after the bench's broker warm-u
 
 `--part latency` (the default): end-to-end latency at a fixed load, after one untimed round.
 `--part stage1`: stage 1's throughput draining a prefilled topic (as `make bench` measures
-it). Each side trains its model and warms its feature state with its own code (the same
-simulated data and training settings), so two checkouts of different feature sets are each
-measured doing their own full work.
+it). In both, another checkout trains its model and warms its feature state with its own code
+(the same simulated data and training settings), so two checkouts of different feature sets
+or models are each measured doing their own full work; in stage1 rounds `base` does too.
 
 A variant is NAME=KEY=VALUE[,KEY=VALUE...] (settings) or NAME@DIR (the stages from the
 checkout in DIR, run with its own code), or NAME@DIR=KEY=VALUE,... for both. The baseline
@@ -21,7 +21,6 @@ round, then every variant's p99 values and their median; writes bench/results/ab
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -31,29 +30,10 @@ from typing import Any
 import numpy as np
 import redis
 
-from bench.__main__ import Bench, Variant, latency, warm_broker, write_results
+from bench.__main__ import Bench, Variant, code_env, latency, warm_broker, warm_with_code, write_results
 from models.features import FeatureEngine
 from stream.config import load_settings
 from stream.state.featurestore import RedisFeatureStore
-
-# Run under each side's code: its own offline features warm the namespaces given (the live
-# part is the bench's: the last N simulated transactions; the rest is history).
-WARM = """
-import sys, redis
-from models.dataset import to_events, to_label_events
-from models.features import FeatureEngine
-from models.offline import OfflineFeatures
-from models.simulator import SimConfig, simulate
-from stream.state.featurestore import RedisFeatureStore
-url, n, namespaces = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-sim = simulate(SimConfig(seed=0))
-cut = int(sim.transactions.iloc[-n:]["event_time"].min())
-offline = OfflineFeatures(FeatureEngine())
-offline.run(to_events(sim.transactions[sim.transactions["event_time"] < cut]),
-            to_label_events(sim.labels[sim.labels["label_time"] < cut]))
-for ns in namespaces:
-    RedisFeatureStore(redis.Redis.from_url(url), ns, 40, FeatureEngine()).backfill(offline)
-"""
 
 
 def parse_variant(text: str) -> Variant:
@@ -94,6 +74,9 @@ def main() -> None:
     if args.part == "stage1":
         stage1(b, variants, args.rounds, run_id)
         return
+    # Another checkout's stages read its own model (trained by its code on the same data and
+    # settings) and its own feature state (`latency` warms it with that code).
+    variants = [v if v.code is None else with_model(v, train_side(b, v)) for v in variants]
     out: dict[str, Any] = {"mode": args.mode, "load": args.load, "seconds": args.seconds,
                            "variants": {v.name: {"env": v.env, "code": str(v.code or "")} for v in variants}}  # fmt: skip
     warm_broker(b, out)
@@ -116,8 +99,10 @@ def main() -> None:
     write_results("ab", run_id, out)
 
 
-def _code_env(code: Path | None) -> dict[str, str]:
-    return {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
+def with_model(v: Variant, model: Path) -> Variant:
+    return Variant(
+        v.name, {**v.env, "FRAUDSTREAM_MODEL__DIR": str(model.parent), "FRAUDSTREAM_MODEL__VERSION": model.name}, v.code
+    )
 
 
 def train_side(b: Bench, v: Variant) -> Path:
@@ -125,7 +110,7 @@ def train_side(b: Bench, v: Variant) -> Path:
     out = b.logs / f"model-{v.name}" / "v1"
     cmd = [sys.executable, "-m", "stream", "train", "--out", str(out), "--seed", "0"]
     with open(b.logs / f"train-{v.name}.log", "wb") as log:
-        subprocess.run(cmd, env=_code_env(v.code), cwd=v.code, stdout=log, stderr=log, check=True, timeout=1800)
+        subprocess.run(cmd, env=code_env(v.code), cwd=v.code, stdout=log, stderr=log, check=True, timeout=1800)
     return out
 
 
@@ -149,8 +134,7 @@ def stage1(b: Bench, variants: list[Variant], rounds: int, run_id: str) -> None:
                     env = {**b.env(tag, processing), **v.env, "FRAUDSTREAM_MODEL__DIR": str(model.parent),
                            "FRAUDSTREAM_MODEL__VERSION": model.name}  # fmt: skip
                     s = b.settings(env, warm=False)
-                    subprocess.run([sys.executable, "-c", WARM, s.redis.url, str(b.n), s.redis.namespace],
-                                   env=_code_env(v.code), cwd=v.code, check=True, timeout=900)  # fmt: skip
+                    warm_with_code(b, s, v.code)
                     b.prefill(s, s.kafka.topics.transactions)
                     store = RedisFeatureStore(redis.Redis.from_url(s.redis.url), s.redis.namespace, 40, FeatureEngine())
                     store.heartbeat("deep", 3600)  # the band goes to the buffer topic, as with a deep stage up
