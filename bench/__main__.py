@@ -12,7 +12,6 @@ measured in the same run. Prints a table and writes bench/results/bench-<time>.j
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -29,8 +28,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 import redis
-from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, Producer
 
 from bench import peer
 from bench.ceiling import run_ceiling
@@ -46,7 +44,7 @@ from models.simulator import SimConfig, simulate
 from stream.config import Settings, load_settings
 from stream.kafka.calls import produce
 from stream.kafka.codec import Codec
-from stream.kafka.topics import ensure_topics, pipeline_topics
+from stream.kafka.topics import delete_topics, ensure_topics, pipeline_topics
 from stream.ops.feed import Pacer
 from stream.state.featurestore import RedisFeatureStore
 
@@ -80,10 +78,7 @@ class Bench:
     def cleanup(self) -> None:
         """Delete the topics and Redis keys of the phases run so far."""
         for s in self.used:
-            topics = [getattr(s.kafka.topics, k) for k in TOPIC_KEYS]
-            for future in AdminClient({"bootstrap.servers": s.kafka.bootstrap}).delete_topics(topics).values():
-                with contextlib.suppress(KafkaException):
-                    future.result(30)
+            delete_topics(s.kafka, [getattr(s.kafka.topics, k) for k in TOPIC_KEYS])
             client = redis.Redis.from_url(s.redis.url)
             for pattern in (f"fs:{s.redis.namespace}:*", f"hb:{s.redis.namespace}:*"):
                 keys = list(client.scan_iter(match=pattern, count=5000))

@@ -19,9 +19,9 @@ from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from stream.config import load_settings
+from stream.config import KafkaSettings, load_settings
 from stream.kafka.batching import collect
-from stream.kafka.topics import wait_served
+from stream.kafka.topics import delete_topics, wait_served
 
 RATE, SECONDS, MAX_ROWS, MAX_WAIT_S = 2000, 5.0, 500, 0.002
 
@@ -72,7 +72,7 @@ def measure(bootstrap: str, name: str, batcher: Callable[[Consumer], list[Messag
     stop.set()
     feeder.join()
     consumer.close()
-    admin.delete_topics([topic])
+    delete_topics(KafkaSettings(bootstrap=bootstrap), [topic])
     result = {"records": records, "batches": batches, "cpu_ms": cpu * 1000, "us_per_record": cpu * 1e6 / max(records, 1)}
     print(f"{name:<28} {records:>6} records in {batches:>4} batches over {wall:.1f} s: "
           f"{result['us_per_record']:.1f} µs CPU per record", flush=True)  # fmt: skip

@@ -63,6 +63,25 @@ def ensure_topics(
     return wait_served(admin, wanted, ready_s)
 
 
+def delete_topics(kafka: KafkaSettings, names: Iterable[str], timeout_s: float = 30.0) -> int:
+    """Delete `names`, waiting for the broker's answer; returns how many it deleted (one it does
+    not know is already gone). BrokerError names a topic the broker refused to delete. The
+    admin client is held until every answer is in: one dropped earlier cancels its requests."""
+    admin = AdminClient(kafka.admin_config())
+    wanted = sorted(set(names))
+    if not wanted:
+        return 0
+    deleted = 0
+    for name, fut in admin.delete_topics(wanted, operation_timeout=timeout_s).items():
+        try:
+            fut.result(timeout_s + 5)
+            deleted += 1
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise BrokerError(f"could not delete topic {name}: {exc}") from exc
+    return deleted
+
+
 def missing_topics(kafka: KafkaSettings, names: Iterable[str]) -> list[str]:
     """Which of `names` the broker does not know, in one metadata request (BrokerError when it
     cannot be asked)."""

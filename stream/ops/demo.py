@@ -37,7 +37,7 @@ from models.training import TrainConfig, train_models
 from models.units import DAY_MS
 from stream.config import Settings, load_settings
 from stream.kafka.schema_registry import codec_for
-from stream.kafka.topics import ensure_topics, pipeline_topics
+from stream.kafka.topics import delete_topics, ensure_topics, pipeline_topics
 from stream.ops.feed import produce_stream
 from stream.ops.liveview import LiveStats
 from stream.state.connection import redis_client
@@ -89,14 +89,8 @@ def _live_days(tx: pd.DataFrame, wanted: int) -> tuple[int, int]:
 
 def cleanup(settings: Settings, topics: list[str], groups: list[str]) -> tuple[int, int]:
     """Delete a demo run's topics, consumer groups and Redis keys; (topics, keys) deleted."""
+    deleted = delete_topics(settings.kafka, topics, timeout_s=15)
     admin = AdminClient(settings.kafka.admin_config())
-    deleted = 0
-    for fut in admin.delete_topics(topics, operation_timeout=15).values():
-        try:
-            fut.result()
-            deleted += 1
-        except KafkaException:
-            pass  # already gone
     for fut in admin.delete_consumer_groups(groups, request_timeout=15).values():
         with contextlib.suppress(KafkaException):  # a group never created (nothing committed yet)
             fut.result()
