@@ -29,6 +29,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import redis
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from bench import peer
 from bench.ceiling import run_ceiling
@@ -215,10 +216,12 @@ def peers(b: Bench, out: dict[str, Any]) -> None:
         env = b.env(f"peer-{name}")
         s = b.settings(env, warm=False)  # the peer keeps its state in its own store, and starts it empty
         b.prefill(s, s.kafka.topics.transactions)
-        topics, state_dir = s.kafka.topics, b.logs / f"peer-{name}-state"
+        topics, state_dir, group = s.kafka.topics, b.logs / f"peer-{name}-state", f"bench-{b.run_id}-peer-{name}"
         run = partial(peer.run_peer, name, s.kafka.bootstrap, topics.transactions, topics.decisions, b.model_dir,
-                      f"bench-{b.run_id}-peer-{name}", state_dir, b.logs / f"peer-{name}.log")  # fmt: skip
+                      group, state_dir, b.logs / f"peer-{name}.log")  # fmt: skip
         rep, cpu = with_cpu(s, run)
+        # The topics a peer made for itself (Quix's changelogs) carry its consumer group's name.
+        delete_topics(s.kafka, [t for t in AdminClient(s.kafka.admin_config()).list_topics(timeout=10).topics if group in t])
         if rep["records"] != b.n:
             raise RuntimeError(f"peer {name} decided {rep['records']} of {b.n} records; see {b.logs / f'peer-{name}.log'}")
         out[f"peer_{name}"] = rep | {"cpu_us_per_record": cpu}
