@@ -100,6 +100,7 @@ def main() -> None:
 
 
 def with_model(v: Variant, model: Path) -> Variant:
+    """The variant with its stages reading `model` (a version folder)."""
     return Variant(
         v.name, {**v.env, "FRAUDSTREAM_MODEL__DIR": str(model.parent), "FRAUDSTREAM_MODEL__VERSION": model.name}, v.code
     )
@@ -130,9 +131,7 @@ def stage1(b: Bench, variants: list[Variant], rounds: int, run_id: str) -> None:
             for processing in ("exactly_once", "at_least_once"):
                 for v in variants:
                     tag = f"r{r}{processing[:3]}{v.name}"
-                    model = models[v.name]
-                    env = {**b.env(tag, processing), **v.env, "FRAUDSTREAM_MODEL__DIR": str(model.parent),
-                           "FRAUDSTREAM_MODEL__VERSION": model.name}  # fmt: skip
+                    env = {**b.env(tag, processing), **with_model(v, models[v.name]).env}
                     s = b.settings(env, warm=False)
                     warm_with_code(b, s, v.code)
                     b.prefill(s, s.kafka.topics.transactions)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import io
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 from fastavro import reader, schemaless_reader, writer
 
@@ -42,19 +42,9 @@ def per_record_us(fn: Callable[[], object], records: int, repeat: int = 5) -> fl
     return min(timeit.repeat(fn, number=1, repeat=repeat)) / records * 1e6
 
 
-def _decode_all(batches: list[list[bytes]]) -> None:
+def _each_batch(read: Callable[[Any], object], batches: Sequence[Any]) -> None:
     for batch in batches:
-        decode_columns(batch)
-
-
-def _decode_batches(codec: Codec, batches: list[list[bytes | None]]) -> None:
-    for batch in batches:
-        codec.decode_values("Transaction", batch)
-
-
-def _read_batches(batches: list[list[bytes | None]], schema_id: int) -> None:
-    for batch in batches:
-        read_transactions(batch, schema_id)
+        read(batch)
 
 
 def main() -> None:
@@ -92,18 +82,18 @@ def main() -> None:
         ("  the same records as one container block (no call per record)",
          per_record_us(lambda: list(reader(io.BytesIO(block_bytes))), n)),
     ]  # fmt: skip
-    schema_id = fixed_id("Transaction")
+    read_ours = partial(read_transactions, schema_id=fixed_id("Transaction"))
     for size in args.sizes:
         framed: list[list[bytes | None]] = [list(raws[i : i + size]) for i in range(0, n - size + 1, size)]
         done = len(framed) * size
         rows.append((f"decode a batch of {size} (Codec.decode_values: the compiled reader, stream/kafka/reader.py)",
-                     per_record_us(partial(_decode_batches, codec, framed), done)))  # fmt: skip
+                     per_record_us(partial(_each_batch, partial(codec.decode_values, "Transaction"), framed), done)))  # fmt: skip
         rows.append((f"  the reader alone, batches of {size} (read_transactions)",
-                     per_record_us(partial(_read_batches, framed, schema_id), done)))  # fmt: skip
+                     per_record_us(partial(_each_batch, read_ours, framed), done)))  # fmt: skip
     for size in args.sizes:
         batches = [bodies[i : i + size] for i in range(0, n - size + 1, size)]
         rows.append((f"  columns in numpy, batches of {size} (bench/columnar.py)",
-                     per_record_us(partial(_decode_all, batches), len(batches) * size)))  # fmt: skip
+                     per_record_us(partial(_each_batch, decode_columns, batches), len(batches) * size)))  # fmt: skip
     rows += [
         ("encode an APPROVE decision (Codec.encode)", per_record_us(lambda: [codec.encode_decision(d) for d in approve], n)),
         ("encode a decision with four reasons", per_record_us(lambda: [codec.encode_decision(d) for d in flagged], n)),

@@ -67,10 +67,10 @@ def delete_topics(kafka: KafkaSettings, names: Iterable[str], timeout_s: float =
     """Delete `names`, waiting for the broker's answer; returns how many it deleted (one it does
     not know is already gone). BrokerError names a topic the broker refused to delete. The
     admin client is held until every answer is in: one dropped earlier cancels its requests."""
-    admin = AdminClient(kafka.admin_config())
     wanted = sorted(set(names))
     if not wanted:
         return 0
+    admin = AdminClient(kafka.admin_config())
     deleted = 0
     for name, fut in admin.delete_topics(wanted, operation_timeout=timeout_s).items():
         try:
