@@ -7,6 +7,7 @@ measured in the same run. Prints a table and writes bench/results/bench-<time>.j
     peers      stage 1's job in Quix Streams (exactly-once) and Bytewax (at-least-once): `bench.peer`
     stage 1    `fraudstream score` (exactly-once and at-least-once), stage 2 on CPU, whole pipeline
     latency    event produced → decision visible to a read_committed consumer, at fixed offered loads
+    floor      the same latency run with the stages replaced by relays that do no work (`bench.relay`)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from bench import peer
+from bench import peer, relay
 from bench.ceiling import run_ceiling
 from bench.naive import run_naive
 from bench.processes import cpu_seconds, server_pids
@@ -141,6 +142,13 @@ class Bench:
             env = {**env, "PYTHONPATH": str(code)}
         with open(self.logs / f"{tag}-{kind}.log", "wb") as log:
             return subprocess.Popen([sys.executable, "-m", "stream", kind, *extra], env=env, stdout=log, stderr=log, cwd=code)
+
+    def relay(self, kind: str, env: dict[str, str], tag: str, share: float) -> subprocess.Popen[bytes]:
+        """The relay standing in for stage `kind` ("score": the first, "deep": the second) in the latency floor."""
+        which = "first" if kind == "score" else "second"
+        with open(self.logs / f"{tag}-{kind}.log", "wb") as log:
+            return subprocess.Popen([sys.executable, "-m", "bench.relay", which], env={**env, relay.SHARE_ENV: str(share)},
+                                    stdout=log, stderr=log)  # fmt: skip
 
     def stopped(self, kind: str, tag: str) -> dict[str, Any]:
         for line in (self.logs / f"{tag}-{kind}.log").read_text().splitlines():
@@ -338,7 +346,9 @@ def pipeline(b: Bench, out: dict[str, Any], loads: list[int], seconds: float, mo
         # only once traffic of this shape runs (in every series the first round was the slowest).
         latency(b, out, processing, loads[0], 4.0, warm_up=True)
         for load in loads:
-            latency(b, out, processing, load, seconds)
+            res = latency(b, out, processing, load, seconds)
+            # The same path with no work, right after: what Kafka, the loop and this host cost now.
+            latency(b, out, processing, load, seconds, variant=Variant("floor", relay_share=res.get("via_buffer", 0.0)))
 
 
 def _short(processing: str) -> str:
@@ -412,6 +422,7 @@ class Variant:
     name: str = ""
     env: dict[str, str] = field(default_factory=dict)
     code: Path | None = None
+    relay_share: float | None = None  # set: the latency floor's relays (`bench.relay`), this share via the buffer
 
 
 def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: float, warm_up: bool = False,
@@ -422,10 +433,14 @@ def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: 
     under its name may still hold the last repeat's records)."""
     tag = f"p{load}{_short(processing)}{'warm' if warm_up else ''}{variant.name}{run}"
     env = {**b.env(tag, processing), **variant.env}
-    s = b.settings(env, warm=variant.code is None)
+    share = variant.relay_share
+    s = b.settings(env, warm=variant.code is None and share is None)
     if variant.code is not None:  # another checkout reads its own feature state's layout
         warm_with_code(b, s, variant.code)
-    procs = [b.service("score", env, tag, code=variant.code), b.service("deep", env, tag, code=variant.code)]
+    if share is not None:
+        procs = [b.relay(kind, env, tag, share) for kind in ("score", "deep")]
+    else:
+        procs = [b.service(kind, env, tag, code=variant.code) for kind in ("score", "deep")]
     for kind in ("score", "deep"):
         _wait_log(b.logs / f"{tag}-{kind}.log", "partitions_assigned")
     time.sleep(1.5)  # the scorer sees the deep worker's heartbeat
@@ -477,11 +492,13 @@ def latency(b: Bench, out: dict[str, Any], processing: str, load: int, seconds: 
         routes = np.array(reader.routes[: len(lat)])
         for name in sorted(set(routes.tolist())):
             res[f"p99_{name}"] = float(np.percentile(lat[routes == name], 99))
+        res["via_buffer"] = float(np.mean(routes == "DEEP"))  # the share the floor sends the same way
     res["cpu_share"] = cpu
     if not warm_up:
-        out[f"latency_{processing}_{load}"] = res
+        out[f"latency_{processing}_{load}{'' if share is None else '_floor'}"] = res
     figures = ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
-    print(f"{'untimed warm-up round, not counted: ' if warm_up else ''}latency {processing} @ {load}/s: {figures}", flush=True)
+    what = "latency" if share is None else "latency floor (relays, no work)"
+    print(f"{'untimed warm-up round, not counted: ' if warm_up else ''}{what} {processing} @ {load}/s: {figures}", flush=True)
     return res
 
 
@@ -525,11 +542,16 @@ def table(out: dict[str, Any]) -> str:
             label = mode.replace("_", "-")
             rows.append((f"whole pipeline, {label}", f"{out[f'pipeline_max_{mode}']['per_s']:,.0f} decisions/s"))
     for k, v in out.items():
-        if k.startswith("latency_") and "p99" in v:
+        if k.startswith("latency_") and not k.endswith("_floor") and "p99" in v:
             mode = "exactly-once" if "exactly" in k else "at-least-once"
             flag = "" if v["sustained"] else " (not sustained)"
             rows.append((f"end-to-end @ {v['offered_per_s']:,}/s, {mode}",
                          f"p50 {v['p50']:.0f} ms, p99 {v['p99']:.0f} ms, p99.9 {v['p99.9']:.0f} ms{flag}"))  # fmt: skip
+            floor = out.get(f"{k}_floor", {})
+            if "p99" in floor:
+                above = v["p99"] - floor["p99"]
+                rows.append((f"  floor (same path, no work; {v['via_buffer']:.0%} via the buffer) / p99 above it",
+                             f"p50 {floor['p50']:.0f} ms, p99 {floor['p99']:.0f} ms / {above:.0f} ms"))  # fmt: skip
     w = max(len(r[0]) for r in rows)
     lines = [f"| {a.ljust(w)} | {b} |" for a, b in rows]
     lines.insert(1, f"|{'-' * (w + 2)}|---|")

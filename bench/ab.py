@@ -5,8 +5,11 @@ rounds alternate between variants on one broker, after the bench's broker warm-u
     python -m bench.ab --variant wait2=FRAUDSTREAM_SCORER__BATCH__MAX_WAIT_MS=2 --rounds 6
     python -m bench.ab --variant before@../fraudstream-old --rounds 5
     python -m bench.ab --part stage1 --variant before@../fraudstream-old --rounds 3
+    python -m bench.ab --floor --mode exactly_once --rounds 4
 
 `--part latency` (the default): end-to-end latency at a fixed load, after one untimed round.
+With `--floor`, each round also runs the latency floor: the same path with relays that do no
+work (`bench.relay`), so a variant's p99 can be read against what the host cost that round.
 `--part stage1`: stage 1's throughput draining a prefilled topic (as `make bench` measures
 it). In both, another checkout trains its model and warms its feature state with its own code
 (the same simulated data and training settings), so two checkouts of different feature sets
@@ -21,6 +24,7 @@ round, then every variant's p99 values and their median; writes bench/results/ab
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import time
@@ -61,6 +65,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--mode", choices=("exactly_once", "at_least_once"), default="at_least_once")
     parser.add_argument("--part", choices=("latency", "stage1"), default="latency")
+    parser.add_argument("--floor", action="store_true",
+                        help="latency: also a round of the floor each time (relays doing no work: bench.relay)")  # fmt: skip
     args = parser.parse_args()
     run_id = time.strftime("%Y%m%d%H%M%S")
     settings = load_settings()
@@ -77,6 +83,8 @@ def main() -> None:
     # Another checkout's stages read its own model (trained by its code on the same data and
     # settings) and its own feature state (`latency` warms it with that code).
     variants = [v if v.code is None else with_model(v, train_side(b, v)) for v in variants]
+    if args.floor:
+        variants.append(Variant("floor", relay_share=0.0))  # the share: base's, round by round
     out: dict[str, Any] = {"mode": args.mode, "load": args.load, "seconds": args.seconds,
                            "variants": {v.name: {"env": v.env, "code": str(v.code or "")} for v in variants}}  # fmt: skip
     warm_broker(b, out)
@@ -85,6 +93,8 @@ def main() -> None:
     try:
         for r in range(args.rounds):
             for v in variants:
+                if v.relay_share is not None:  # as many records through the buffer as base sent there this round
+                    v = dataclasses.replace(v, relay_share=rounds["base"][-1].get("via_buffer", 0.0))
                 res = latency(b, {}, args.mode, args.load, args.seconds, variant=v, run=f"r{r}")
                 rounds[v.name].append(res)
                 cpu = "  ".join(f"{k} {share:.2f}" for k, share in res["cpu_share"].items())
@@ -96,6 +106,11 @@ def main() -> None:
         p99 = [round(res["p99"], 1) for res in results]
         if p99:
             print(f"{name}: p99 {p99}, median {float(np.median(p99)):.1f} ms")
+    for name, results in rounds.items() if "floor" in rounds else ():
+        if name != "floor" and results:
+            above = [round(a["p99"] - f["p99"], 1) for a, f in zip(results, rounds["floor"], strict=False)]
+            out[f"{name}_p99_above_floor_ms"] = above
+            print(f"{name} above the floor (p99, round by round): {above}, median {float(np.median(above)):.1f} ms")
     write_results("ab", run_id, out)
 
 
