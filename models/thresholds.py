@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# The most of all traffic the ambiguous band may hold: stage 2's load, bounded (`band_thresholds`).
+BAND_MAX_SHARE = 0.2
+
 
 def band_thresholds(
     y: np.ndarray, p: np.ndarray, max_fraud_share: float, min_precision: float, max_band_share: float = 1.0

@@ -29,7 +29,7 @@ from models.intervals import card_bootstrap, scenario_recall
 from models.offline import FeatureRows, OfflineFeatures
 from models.scoring import evaluate_scores, model_scores, scoring_latency
 from models.sequence import N_SEQ, SEQ_LEN
-from models.thresholds import band_thresholds, deep_thresholds
+from models.thresholds import BAND_MAX_SHARE, band_thresholds, deep_thresholds
 from models.units import DAY_MS
 
 
@@ -41,7 +41,7 @@ class TrainConfig:
     gap_days: int | None = None  # days between training and test (labels of the gap would leak); None: delay_days
     blend_share: float = 0.3  # share of train days for the MLPs (out-of-fold for XGBoost)
     approve_max_fraud_share: float = 0.05  # the approve band holds at most this share of frauds...
-    band_max_share: float = 0.2  # ...unless the ambiguous band (stage 2's load) would pass this share of traffic
+    band_max_share: float = BAND_MAX_SHARE  # ...unless the ambiguous band (stage 2's load) would pass this share of traffic
     block_min_precision: float = 0.9  # the block band's precision
     review_budget: float = 0.01  # share of all transactions analysts can review
     replicates: int = 100  # card bootstrap replicates for the table's intervals (0: none)

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from models.errors import FraudstreamError
+from models.thresholds import BAND_MAX_SHARE
 from stream.cli.app import ConfigOpt, app, command, console, models_app, progress, settings_from
 
 
@@ -29,6 +30,9 @@ def train(
     test_days: Annotated[int, typer.Option(help="the last N days are the test period")] = 14,
     gap_days: Annotated[int | None, typer.Option(help="days left out before the test period (default: the label delay)")] = None,
     blend_share: Annotated[float, typer.Option(help="share of the training days the MLPs learn on")] = 0.3,
+    band_max_share: Annotated[
+        float, typer.Option(min=0.001, max=1.0, help="most of the traffic the ambiguous band (stage 2's load) may hold")
+    ] = BAND_MAX_SHARE,
     seed: int = 0,
     days: Annotated[int, typer.Option(help="simulated days when no --data")] = 60,
     customers: int = 3000,
@@ -55,7 +59,7 @@ def train(
     delay = max(1, math.ceil(label_delay_days))  # terminal risk reads whole days older than the delay
     cfg = TrainConfig(
         seed=seed, test_days=test_days, delay_days=delay, gap_days=gap_days if gap_days is not None else delay,
-        blend_share=blend_share,
+        blend_share=blend_share, band_max_share=band_max_share,
     )  # fmt: skip
     with progress("training") as say:
         result = train_models(tx, lab, cfg, progress=say)

@@ -126,15 +126,16 @@ def test_train_on_a_csv_with_only_the_required_columns(tmp_path: Path) -> None:
     out = tmp_path / "store" / "own-v1"
     result = CliRunner().invoke(
         app, ["train", "--data", str(data), "--columns", "event_time=ts,amount=amt_eur,amount_unit=major", "--out", str(out),
-              "--label-delay-days", "2.5", "--test-days", "7", "--gap-days", "2", "--blend-share", "0.4"]
+              "--label-delay-days", "2.5", "--test-days", "7", "--gap-days", "2", "--blend-share", "0.4",
+              "--band-max-share", "0.1"]
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     bundle = load_bundle(out)
     assert bundle.manifest["metrics"]["xgboost"]["auc_roc"] > 0.5
     # the feature delay follows the label delay (whole days, rounded up); the split is as asked
     assert bundle.delay_days == 3
-    assert {k: bundle.manifest["train_config"][k] for k in ("test_days", "gap_days", "blend_share")} == {
-        "test_days": 7, "gap_days": 2, "blend_share": 0.4}  # fmt: skip
+    assert {k: bundle.manifest["train_config"][k] for k in ("test_days", "gap_days", "blend_share", "band_max_share")} == {
+        "test_days": 7, "gap_days": 2, "blend_share": 0.4, "band_max_share": 0.1}  # fmt: skip
     # not a terminal: plain progress lines instead of a spinner that prints nothing
     assert "95% intervals: 100 card-bootstrap replicates" in result.output and "hybrid − xgboost" in result.output
     assert "training: started" in result.output and re.search(r"training \[\s*\d+ s\] ", result.output)
