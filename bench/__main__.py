@@ -140,15 +140,18 @@ class Bench:
         """A stage as its own process; `code`: run another checkout's stages (A/B of two versions)."""
         if code is not None:
             env = {**env, "PYTHONPATH": str(code)}
-        with open(self.logs / f"{tag}-{kind}.log", "wb") as log:
-            return subprocess.Popen([sys.executable, "-m", "stream", kind, *extra], env=env, stdout=log, stderr=log, cwd=code)
+        return self._spawn(["stream", kind, *extra], env, f"{tag}-{kind}", code)
 
     def relay(self, kind: str, env: dict[str, str], tag: str, share: float) -> subprocess.Popen[bytes]:
         """The relay standing in for stage `kind` ("score": the first, "deep": the second) in the latency floor."""
         which = "first" if kind == "score" else "second"
-        with open(self.logs / f"{tag}-{kind}.log", "wb") as log:
-            return subprocess.Popen([sys.executable, "-m", "bench.relay", which], env={**env, relay.SHARE_ENV: str(share)},
-                                    stdout=log, stderr=log)  # fmt: skip
+        return self._spawn(["bench.relay", which], {**env, relay.SHARE_ENV: str(share)}, f"{tag}-{kind}")
+
+    def _spawn(
+        self, module_args: list[str], env: dict[str, str], log_name: str, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        with open(self.logs / f"{log_name}.log", "wb") as log:
+            return subprocess.Popen([sys.executable, "-m", *module_args], env=env, stdout=log, stderr=log, cwd=cwd)
 
     def stopped(self, kind: str, tag: str) -> dict[str, Any]:
         for line in (self.logs / f"{tag}-{kind}.log").read_text().splitlines():

@@ -106,9 +106,10 @@ def main() -> None:
         p99 = [round(res["p99"], 1) for res in results]
         if p99:
             print(f"{name}: p99 {p99}, median {float(np.median(p99)):.1f} ms")
-    for name, results in rounds.items() if "floor" in rounds else ():
-        if name != "floor" and results:
-            above = [round(a["p99"] - f["p99"], 1) for a, f in zip(results, rounds["floor"], strict=False)]
+    floors = rounds.get("floor", [])
+    for name, results in rounds.items():
+        above = [round(a["p99"] - f["p99"], 1) for a, f in zip(results, floors, strict=False)]
+        if name != "floor" and above:
             out[f"{name}_p99_above_floor_ms"] = above
             print(f"{name} above the floor (p99, round by round): {above}, median {float(np.median(above)):.1f} ms")
     write_results("ab", run_id, out)

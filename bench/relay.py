@@ -46,10 +46,14 @@ def through_buffer(transaction_id: str, share: float) -> bool:
     return zlib.crc32(transaction_id.encode()) % _BUCKETS < share * _BUCKETS
 
 
-def _answer(codec: Codec, topics: Topics, tx: Transaction, route: Route, ingest_ms: int, decided_ms: int) -> Output:
+def _answer(
+    codec: Codec, topics: Topics, tx: Transaction, route: Route, ingest_ms: int, decided_ms: int
+) -> tuple[Output, Decided]:
+    """The bare decision on `tx` as a record, and what the loop's metrics count of it."""
     d = Decision.of(tx, Outcome.APPROVE, route, 0.0, reasons=(), source="relay", model_version="relay", arm="relay",
                     ingest_ms=ingest_ms, decided_ms=decided_ms)  # fmt: skip
-    return Output(topics.decisions, d.transaction_id.encode(), codec.encode_decision(d), [])
+    out = Output(topics.decisions, d.transaction_id.encode(), codec.encode_decision(d), [])
+    return out, Decided(route.name, d.outcome.name, d.latency_ms)
 
 
 def first(codec: Codec, topics: Topics, share: float, now_ms: Callable[[], int]) -> Process:
@@ -58,17 +62,16 @@ def first(codec: Codec, topics: Topics, share: float, now_ms: Callable[[], int])
     def process(messages: Sequence[Message]) -> BatchResult:
         batch = codec.decode_messages("Transaction", messages)
         outputs = [dead_letter(topics.dlq, f, "relay") for f in batch.errs]
-        decided = now_ms()
-        routes = []
+        decided, counted = now_ms(), []
         for d in batch.oks:
-            tx = cast(Transaction, d.value)
+            tx, src = cast(Transaction, d.value), d.source
             if through_buffer(tx["transaction_id"], share):
-                ingest = [(INGEST_HEADER, str(d.source.timestamp_ms).encode())]
-                outputs.append(Output(topics.ambiguous, d.source.key, d.raw, ingest))
+                outputs.append(Output(topics.ambiguous, src.key, d.raw, [(INGEST_HEADER, str(src.timestamp_ms).encode())]))
                 continue
-            outputs.append(_answer(codec, topics, tx, Route.XGB_APPROVE, d.source.timestamp_ms, decided))
-            routes.append(Decided(Route.XGB_APPROVE.name, Outcome.APPROVE.name, float(decided - d.source.timestamp_ms)))
-        return BatchResult(outputs, tuple(routes))
+            out, count = _answer(codec, topics, tx, Route.XGB_APPROVE, src.timestamp_ms, decided)
+            outputs.append(out)
+            counted.append(count)
+        return BatchResult(outputs, tuple(counted))
 
     return process
 
@@ -79,14 +82,11 @@ def second(codec: Codec, topics: Topics, now_ms: Callable[[], int]) -> Process:
     def process(messages: Sequence[Message]) -> BatchResult:
         ingest = {(m.partition(), m.offset()): _ingest_ms(m) for m in messages}
         batch = codec.decode_messages("Transaction", messages)
-        outputs = [dead_letter(topics.dlq, f, "relay") for f in batch.errs]
         decided = now_ms()
-        routes = []
-        for d in batch.oks:
-            at = ingest[(d.source.partition, d.source.offset)]
-            outputs.append(_answer(codec, topics, cast(Transaction, d.value), Route.DEEP, at, decided))
-            routes.append(Decided(Route.DEEP.name, Outcome.APPROVE.name, float(decided - at)))
-        return BatchResult(outputs, tuple(routes))
+        answers = [_answer(codec, topics, cast(Transaction, d.value), Route.DEEP, ingest[(d.source.partition, d.source.offset)],
+                           decided) for d in batch.oks]  # fmt: skip
+        outputs = [dead_letter(topics.dlq, f, "relay") for f in batch.errs] + [out for out, _ in answers]
+        return BatchResult(outputs, tuple(count for _, count in answers))
 
     return process
 
