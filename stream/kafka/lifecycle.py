@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 import structlog
+from confluent_kafka import KafkaException
 
 log = structlog.get_logger("fraudstream.stage")
 
@@ -88,15 +89,24 @@ class StopFlag:
         os._exit(0)
 
 
-def start_watchdog(stop: StopFlag, last_turn: Callable[[], float], limit_s: float = WATCHDOG_S) -> None:
-    """Exit the process (WATCHDOG_EXIT) once `last_turn()` is more than `limit_s` ago."""
+def start_watchdog(running: Callable[[], bool], last_turn: Callable[[], float], limit_s: float = WATCHDOG_S) -> None:
+    """Exit the process (WATCHDOG_EXIT) once `last_turn()` is more than `limit_s` ago, while `running()`."""
 
     def watch() -> None:
-        while not stop:
+        while running():
             time.sleep(5.0)
             stuck = time.monotonic() - last_turn()
-            if stuck > limit_s and not stop:
+            if stuck > limit_s and running():
                 log.error("loop_stuck_exiting", stuck_s=round(stuck), exit_code=WATCHDOG_EXIT)
                 os._exit(WATCHDOG_EXIT)
 
     threading.Thread(target=watch, name="loop-watchdog", daemon=True).start()
+
+
+def quietly(logger: structlog.typing.FilteringBoundLogger, *calls: tuple[str, Callable[[], object]]) -> None:
+    """Each call; a failure is logged under its event, never raised (closing clients that may be fenced)."""
+    for event, call in calls:
+        try:
+            call()
+        except (KafkaException, RuntimeError) as exc:
+            logger.warning(event, error=str(exc)[:300])

@@ -2,24 +2,23 @@
 
 A stage supplies `process(messages) -> BatchResult`; the loop micro-batches, hands the
 outputs to the checkpoint (one Kafka transaction per batch; a full batch's committed while
-the next is processed), records the metrics of each committed batch and, when a dependency fails
-transiently, aborts, rewinds and backs off.
-SIGTERM/SIGINT stop it between batches (`stream.kafka.lifecycle`); nothing is lost.
+the next is processed), records each committed batch's metrics and, when a dependency fails
+transiently, aborts, rewinds and backs off. SIGTERM/SIGINT stop it between batches.
 
-Healing, without a person: when a batch's outcome is unknown (ClientResetError: a
-fenced producer, a commit that could not be resumed), or the stage has made no
-progress for STALL_S while work waits (failing batches, or owned partitions with
-lag and nothing consumed), the loop rebuilds its consumer and producer and resumes
-from the committed offsets. After MAX_RESETS rebuilds without a committed batch
-in between it stops with the last error (exit 1) for its supervisor to restart.
-/healthz reports the stall from STALL_S on. Partitions and marks: `stream.kafka.membership`.
-Clients come from `consumer_factory` / `producer_factory`: confluent-kafka's, or the
-in-memory ones in `stream.testing` (the loop runs in unit tests).
+Healing, without a person: when a batch's outcome is unknown (ClientResetError: a fenced
+producer, a commit that could not be resumed), the whole process stood still long enough to
+lose its partitions (`stream.kafka.pause`), or the stage has made no progress for STALL_S
+while work waits (failing batches, or owned partitions with lag and nothing consumed), the
+loop rebuilds its consumer and producer and resumes from the committed offsets. After
+MAX_RESETS rebuilds without a committed batch in between it stops with the last error (exit 1)
+for its supervisor to restart. /healthz reports the stall from STALL_S on. Partitions and marks:
+`stream.kafka.membership`. Clients: `consumer_factory` / `producer_factory` (`stream.testing`'s in unit tests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,8 +31,9 @@ from stream.errors import BrokerError, ClientResetError, TransientError
 from stream.kafka.batching import collect
 from stream.kafka.checkpoint import Checkpoint
 from stream.kafka.lag import idle_stall, record_lag
-from stream.kafka.lifecycle import StageStats, StopFlag, peak_rss_mb, start_watchdog
+from stream.kafka.lifecycle import StageStats, StopFlag, peak_rss_mb, quietly, start_watchdog
 from stream.kafka.membership import Membership
+from stream.kafka.pause import PauseWatch
 from stream.logs import Throttled
 from stream.metrics import STALL_S, Metrics
 from stream.records import BatchResult
@@ -45,8 +45,7 @@ ProducerFactory = Callable[[dict[str, Any]], Producer]
 
 log = structlog.get_logger("fraudstream.stage")
 
-MAX_RESETS = 5
-LAG_CHECK_S = 5.0
+MAX_RESETS, LAG_CHECK_S = 5, 5.0
 
 
 class StageLoop:
@@ -79,6 +78,7 @@ class StageLoop:
         self.stop: StopFlag = StopFlag()
         self._resets_since_commit, self._lag_checked = 0, 0.0
         self._warn = Throttled(self.log)
+        self.pause = PauseWatch.for_session(kafka.session_timeout_ms)
         self.group = Membership(group_id, kafka, marks, self.metrics, lambda: self._settle(self.checkpoint.timeout_s), self._warn)
         self._build()
 
@@ -112,7 +112,9 @@ class StageLoop:
         """Consume until `stop` is set (or, with max_idle_s, until the topic stays quiet that long)."""
         self.stop = stop
         self.group.subscribe(self.consumer, self.topic)
-        start_watchdog(stop, lambda: self.metrics.last_loop)
+        ended = threading.Event()  # the watchdog and the pause ticker end with the loop
+        start_watchdog(lambda: not (stop or ended.is_set()), lambda: self.metrics.last_loop)
+        self.pause.start(lambda: not (stop or ended.is_set()))
         backoff = 0.1
         last_data = self.clock()
         try:
@@ -143,6 +145,7 @@ class StageLoop:
                 backoff = 0.1 if self._one_batch(msgs, backoff) else min(backoff * 2, 5.0)
         finally:
             self.close()
+            ended.set()
         return self.stats
 
     def _one_batch(self, msgs: list[Message], backoff: float) -> bool:
@@ -151,6 +154,7 @@ class StageLoop:
             t0 = self.clock()
             result = self.process(msgs)
             process_s = self.clock() - t0
+            self.pause.check()
             done = lambda commit_s: self._done(msgs, result, process_s, commit_s)  # noqa: E731
             self.checkpoint.begin(msgs, result.outputs, done, background=len(msgs) >= self.batch.max_rows)
         except TransientError as exc:
@@ -209,6 +213,7 @@ class StageLoop:
         self.log.error("clients_reset", reason=str(exc)[:500], attempt=self._resets_since_commit)
         self.checkpoint.drop()
         self._close_clients()
+        self.pause.take()  # a stop before the rebuild is answered by it
         time.sleep(min(2.0**self._resets_since_commit, 30.0))
         self.metrics.waiting(time.monotonic(), restart=True)
         while not self.stop:
@@ -223,20 +228,14 @@ class StageLoop:
             self.group.subscribe(self.consumer, self.topic)
 
     def _close_clients(self) -> None:
-        self._quietly(("producer_purge_failed", lambda: self.producer.purge(in_queue=True, in_flight=True)),
-                      ("consumer_close_failed", self.consumer.close))  # fmt: skip
+        quietly(self.log, ("producer_purge_failed", lambda: self.producer.purge(in_queue=True, in_flight=True)),
+                ("consumer_close_failed", self.consumer.close))  # fmt: skip
         self.metrics.ready = False
 
-    def _quietly(self, *calls: tuple[str, Callable[[], object]]) -> None:
-        """Each call; a failure is logged under its event, never raised."""
-        for event, call in calls:
-            try:
-                call()
-            except (KafkaException, RuntimeError) as exc:
-                self.log.warning(event, error=str(exc)[:300])
-
     def _consume(self, num: int, timeout: float) -> list[Message]:
-        return self.group.usable(self.consumer.consume(num, timeout))
+        msgs = self.group.usable(self.consumer.consume(num, timeout))
+        self.pause.check()  # a batch taken across a stop is dropped
+        return msgs
 
     def close(self) -> None:
         """Settle, flush and close; a fenced or unreachable client is logged, never raised (exit stays clean)."""
@@ -244,7 +243,8 @@ class StageLoop:
         with contextlib.suppress(TransientError):  # a last batch that failed is decided again after a restart
             self.checkpoint.finish()
         self.group.flush_marks()
-        self._quietly(("flush_failed_at_close", lambda: self.producer.flush(10)), ("consumer_close_failed", self.consumer.close))
+        quietly(self.log, ("flush_failed_at_close", lambda: self.producer.flush(10)),
+                ("consumer_close_failed", self.consumer.close))  # fmt: skip
         s = self.stats
         self.log.info("stage_stopped", batches=s.batches, records=s.records, active_s=round(s.active_s, 3),
                       peak_rss_mb=round(peak_rss_mb(), 1))  # fmt: skip

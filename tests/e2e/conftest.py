@@ -137,9 +137,19 @@ class Pipeline:
             )
         assert set(ids) == wanted, f"decisions for transactions never sent: {sorted(set(ids) - wanted)[:10]}"
         twice = [i for i, n in ids.items() if n > 1]
-        shown = [(d["transaction_id"], d["route"], d["decided_at"]) for d in decisions if d["transaction_id"] in twice[:5]]
-        assert not twice, f"{len(twice)} duplicated decisions: {twice[:10]}; (id, route, decided_at): {shown}"
+        assert not twice, f"{len(twice)} duplicated decisions: {twice[:10]}; {self.copies(set(twice[:5]), len(decisions))}"
         return decisions
+
+    def copies(self, ids: set[str], expected: int) -> str:
+        """Where each copy of `ids` sits in the decisions topic, and what the stages logged about
+        their batches and partitions: what a duplicate's cause is read from."""
+        msgs = self.read(self.settings.kafka.topics.decisions, expected, timeout_s=30, settle_s=1)
+        where = [(d.value["transaction_id"], d.value["route"], d.value["decided_at"], d.source.partition, d.source.offset)
+                 for d in Codec().decode_messages("Decision", msgs).oks if d.value["transaction_id"] in ids]  # fmt: skip
+        events = re.compile(r"batch_retry|clients_reset|partitions_(assigned|revoked|lost)|committed_offsets|TXNERR")
+        logs = {p.stem: [line[:240] for line in p.read_text().splitlines() if events.search(line)][-12:]
+                for p in sorted(self.logs.glob("*.log"))}  # fmt: skip
+        return f"(id, route, decided_at, partition, offset): {where}; the stages' logs: {logs}"
 
     def produce_raw(self, values: list[bytes | None]) -> None:
         producer = Producer(self.settings.kafka.producer_config(None))
