@@ -156,3 +156,21 @@ def scenario_recall(
                 row[f"{m} − {baseline}"] = interval(point[m][k] - point[baseline][k], draws[m][k])
         table[k] = row
     return table
+
+
+def card_share(hit: np.ndarray, of: np.ndarray, customer: np.ndarray, replicates: int = DEFAULT_REPLICATES,
+               seed: int = 0, minus: np.ndarray | None = None) -> Interval:  # fmt: skip
+    """The share of the `of` rows that are also `hit` (say, frauds not approved among frauds),
+    with its interval over the same card bootstrap; with `minus`, the paired difference of that
+    share and `minus`'s, replicate by replicate. A replicate without any `of` row is left out."""
+    of = np.asarray(of, dtype=bool)
+    cards, card = np.unique(np.asarray(customer), return_inverse=True)
+    n_of = np.bincount(card, weights=of, minlength=len(cards))
+    n_hit = np.bincount(card, weights=np.asarray(hit, dtype=bool) & of, minlength=len(cards))
+    if minus is not None:
+        n_hit = n_hit - np.bincount(card, weights=np.asarray(minus, dtype=bool) & of, minlength=len(cards))
+    weight = np.random.default_rng(seed).poisson(1.0, size=(replicates, len(cards))).astype(np.float64)
+    total = weight @ n_of
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.where(total > 0, (weight @ n_hit) / total, np.nan)
+    return interval(float(n_hit.sum() / n_of.sum()) if n_of.sum() else float("nan"), values.tolist())

@@ -13,6 +13,7 @@ from models import xgb as xgbm
 from models.decision import Outcome, Route, Thresholds, cascade
 from models.deep import HybridNet, predict_proba
 from models.evaluation import detection_metrics
+from models.intervals import card_share
 from models.offline import FeatureRows
 
 
@@ -57,12 +58,15 @@ def evaluate_scores(
     band = routes == Route.DEEP
     approve, block = outcomes == Outcome.APPROVE, outcomes == Outcome.BLOCK
     review = outcomes == Outcome.REVIEW
+    caught = card_share(~approve, y, cust)
     shares = {
         "band_share": float(band.mean()),
         "approve_share": float(approve.mean()),
         "review_share": float(review.mean()),
         "block_share": float(block.mean()),
-        "fraud_caught_share": float((y & ~approve).sum() / max(y.sum(), 1)),
+        "fraud_caught_share": caught.point,
+        "fraud_caught_low": caught.low,  # the card-bootstrap interval (models.intervals)
+        "fraud_caught_high": caught.high,
         "block_precision": float((y & block).sum() / max(block.sum(), 1)),
     }
     return table, shares

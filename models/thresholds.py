@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from models.decision import Thresholds
 
 # The most of all traffic the ambiguous band may hold: stage 2's load, bounded (`band_thresholds`).
 BAND_MAX_SHARE = 0.2
@@ -48,3 +52,31 @@ def deep_thresholds(
     ranked = np.sort(pb)[::-1]
     review = float(ranked[min(capacity, len(ranked)) - 1])
     return min(review, deep_block), deep_block
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What the cut-offs are chosen on: the blend days (out of sample for XGBoost) and, within
+    them, the validation days (out of sample for the hybrid too), with both models' scores."""
+
+    y_blend: np.ndarray
+    xgb_blend: np.ndarray
+    y_val: np.ndarray
+    xgb_val: np.ndarray
+    hybrid_val: np.ndarray
+
+    def thresholds(self, band_max_share: float, approve_max_fraud_share: float, block_min_precision: float,
+                   review_budget: float) -> Thresholds:  # fmt: skip
+        """The deployed cut-offs for a cap on the ambiguous band."""
+        approve_below, block_above = band_thresholds(
+            self.y_blend, self.xgb_blend, approve_max_fraud_share, block_min_precision, band_max_share
+        )
+        in_band = (self.xgb_val >= approve_below) & (self.xgb_val < block_above)
+        review_above, deep_block = deep_thresholds(
+            self.y_val, self.hybrid_val, in_band, len(self.y_val), review_budget, block_min_precision
+        )
+        band_all = (self.xgb_blend >= approve_below) & (self.xgb_blend < block_above)
+        fallback_review, _ = deep_thresholds(
+            self.y_blend, self.xgb_blend, band_all, len(self.y_blend), review_budget, block_min_precision
+        )
+        return Thresholds(approve_below, block_above, review_above, deep_block, fallback_review)

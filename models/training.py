@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from models import xgb as xgbm
+from models.bandsweep import band_sweep
 from models.dataset import to_events, to_label_events
 from models.decision import Thresholds
 from models.deep import DeepArch, HybridNet, Rows, predict_proba, train_deep
@@ -29,7 +30,7 @@ from models.intervals import card_bootstrap, scenario_recall
 from models.offline import FeatureRows, OfflineFeatures
 from models.scoring import evaluate_scores, model_scores, scoring_latency
 from models.sequence import N_SEQ, SEQ_LEN
-from models.thresholds import BAND_MAX_SHARE, band_thresholds, deep_thresholds
+from models.thresholds import BAND_MAX_SHARE, Validation
 from models.units import DAY_MS
 
 
@@ -142,19 +143,13 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
 
     # Thresholds on validation data only: the band on all of blend (out-of-sample for
     # XGBoost), the hybrid cut-offs on the blend's validation days (out-of-sample for both).
-    approve_below, block_above = band_thresholds(
-        y[blend_idx], xgb_p[blend_idx], cfg.approve_max_fraud_share, cfg.block_min_precision, cfg.band_max_share
-    )
     deep_val = predict_proba(deep, x[b_val], margin[b_val], leaves[b_val], seq[b_val])
-    in_band = (xgb_p[b_val] >= approve_below) & (xgb_p[b_val] < block_above)
-    review_above, deep_block = deep_thresholds(
-        y[b_val], deep_val, in_band, len(b_val), cfg.review_budget, cfg.block_min_precision
-    )
-    band_all = (xgb_p[blend_idx] >= approve_below) & (xgb_p[blend_idx] < block_above)
-    fallback_review, _ = deep_thresholds(
-        y[blend_idx], xgb_p[blend_idx], band_all, len(blend_idx), cfg.review_budget, cfg.block_min_precision
-    )
-    thresholds = Thresholds(approve_below, block_above, review_above, deep_block, fallback_review)
+    val = Validation(y[blend_idx], xgb_p[blend_idx], y[b_val], xgb_p[b_val], deep_val)
+
+    def choose(cap: float) -> Thresholds:
+        return val.thresholds(cap, cfg.approve_max_fraud_share, cfg.block_min_precision, cfg.review_budget)
+
+    thresholds = choose(cfg.band_max_share)
 
     say("evaluation")
     t_eval = time.perf_counter()
@@ -168,6 +163,8 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
             y[test], scores, t_test["event_time"].to_numpy(),
             t_test["customer_id"].to_numpy(), cfg.review_budget, replicates=cfg.replicates, seed=cfg.seed,
         ).to_dict()  # fmt: skip
+    sweep = band_sweep(choose, scores["xgboost"], scores["hybrid"], y[test], t_test["customer_id"].to_numpy(),
+                       cfg.band_max_share, seed=cfg.seed)  # fmt: skip
     by_scenario = None
     if "scenario" in t_test:
         by_scenario = {k: {m: v if isinstance(v, int) else v.to_dict() for m, v in row.items()} for k, row in scenario_recall(
@@ -193,6 +190,7 @@ def train_models(tx: pd.DataFrame, labels: pd.DataFrame, cfg: TrainConfig, progr
             "frauds_test": int(y[test].sum()),
         },
         "cascade_test": cascade,
+        "band_sweep": sweep,
         "intervals": intervals,
         "by_scenario": by_scenario,
         "latency_ms_per_batch": latency,

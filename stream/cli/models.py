@@ -76,12 +76,26 @@ def train(
         print_scenarios(result.extra["by_scenario"])
     console.print(f"thresholds: {result.thresholds.to_dict()}")
     console.print(f"deployed cascade on test: {json.dumps({k: round(v, 4) for k, v in result.extra['cascade_test'].items()})}")
+    print_band_sweep(result.extra["band_sweep"], cfg.band_max_share)
     console.print(
         f"split: test the last {cfg.test_days} days, gap {cfg.gap_days} days, MLPs on {cfg.blend_share:.0%} of the "
         f"training days; feature delay {cfg.delay_days} days"
     )
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.extra["timings_s"].items() if k != "total")
     console.print(f"saved {version_dir} in {result.extra['timings_s']['total']:.0f} s ({phases})")
+
+
+def print_band_sweep(sweep: dict[str, dict[str, float]], deployed: float) -> None:
+    """Stage 2's load (the band's share of test traffic) against frauds not approved, per cap."""
+    t = Table(title=f"band cap: stage 2's load against caught fraud (test days; paired with the deployed {deployed:g})")
+    for c in ("cap", "band share", "frauds caught", "minus deployed"):
+        t.add_column(c, justify="right")
+    for cap, r in sweep.items():
+        d = r["minus_deployed"], r["minus_deployed_low"], r["minus_deployed_high"]
+        verdict = "" if float(cap) == deployed else (" noise" if d[1] <= 0 <= d[2] else " *")
+        t.add_row(cap, f"{r['band_share']:.1%}", f"{r['fraud_caught']:.1%} [{r['fraud_caught_low']:.1%}, "
+                  f"{r['fraud_caught_high']:.1%}]", f"{d[0]:+.1%} [{d[1]:+.1%}, {d[2]:+.1%}]{verdict}")  # fmt: skip
+    console.print(t)
 
 
 def print_scenarios(by_scenario: dict[str, dict[str, Any]]) -> None:

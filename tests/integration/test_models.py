@@ -136,6 +136,10 @@ def test_train_on_a_csv_with_only_the_required_columns(tmp_path: Path) -> None:
     assert bundle.delay_days == 3
     assert {k: bundle.manifest["train_config"][k] for k in ("test_days", "gap_days", "blend_share", "band_max_share")} == {
         "test_days": 7, "gap_days": 2, "blend_share": 0.4, "band_max_share": 0.1}  # fmt: skip
+    # the same models' cut-offs again per band cap, paired with the deployed 0.1
+    sweep = bundle.manifest["band_sweep"]
+    assert set(sweep) == {"0.05", "0.1", "0.2", "0.3"} and sweep["0.1"]["minus_deployed_high"] == 0.0
+    assert sweep["0.05"]["band_share"] <= sweep["0.3"]["band_share"] and "stage 2's load against caught fraud" in result.output
     # not a terminal: plain progress lines instead of a spinner that prints nothing
     assert "95% intervals: 100 card-bootstrap replicates" in result.output and "hybrid − xgboost" in result.output
     assert "training: started" in result.output and re.search(r"training \[\s*\d+ s\] ", result.output)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.intervals import card_bootstrap
+from models.intervals import card_bootstrap, card_share
 from models.units import DAY_MS
 
 
@@ -46,3 +46,19 @@ def test_the_same_seed_gives_the_same_intervals() -> None:
     b = card_bootstrap(y, scores, et, cards, replicates=20, seed=3).to_dict()
     c = card_bootstrap(y, scores, et, cards, replicates=20, seed=4).to_dict()
     assert a == b and a != c
+
+
+def test_a_share_of_frauds_has_a_wider_interval_when_its_frauds_sit_on_fewer_cards() -> None:
+    """Half the frauds caught either way; caught card by card (a card's frauds all caught or
+    all missed) on 20 cards is far less certain than half of each of 200 cards' frauds."""
+    spread_cards = np.repeat(np.arange(200), 2).astype(str)
+    spread_hit = np.tile([True, False], 200)
+    few_cards = np.repeat(np.arange(20), 20).astype(str)
+    few_hit = np.repeat(np.arange(20) % 2 == 0, 20)
+    frauds = np.ones(400, dtype=bool)
+    spread = card_share(spread_hit, frauds, spread_cards)
+    few = card_share(few_hit, frauds, few_cards)
+    assert spread.point == few.point == 0.5
+    assert spread.low == spread.high == 0.5  # every card caught exactly half: no card-level doubt
+    assert few.low < 0.35 and few.high > 0.65
+    assert np.isnan(card_share(frauds, np.zeros(400, dtype=bool), spread_cards).point)  # no frauds: no share
