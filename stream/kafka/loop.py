@@ -144,8 +144,8 @@ class StageLoop:
                     self.stats.first_record = last_data
                 backoff = 0.1 if self._one_batch(msgs, backoff) else min(backoff * 2, 5.0)
         finally:
+            ended.set()  # (a SIGTERM has already turned the watchdog off: close's calls are bounded)
             self.close()
-            ended.set()
         return self.stats
 
     def _one_batch(self, msgs: list[Message], backoff: float) -> bool:
