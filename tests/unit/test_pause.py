@@ -10,28 +10,20 @@ from confluent_kafka import Message
 from stream.kafka.lifecycle import StopFlag
 from stream.kafka.pause import PauseWatch
 from stream.records import BatchResult
-from stream.testing import MemoryBroker
+from stream.testing import FakeClock, MemoryBroker
 from tests.unit.test_stages import CODEC, TOPICS, _fill, _loop, scorer
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_ticks_on_time_are_no_stop_and_a_long_gap_is_reported_once() -> None:
-    clock = Clock()
+    clock = FakeClock()
     watch = PauseWatch(3.0, clock)
     for _ in range(20):
-        clock.now += 0.25
+        clock.advance(0.25)
         watch.tick()
     assert watch.take() is None
-    clock.now += 4.0  # neither the ticker nor anyone else ran
+    clock.advance(4.0)  # neither the ticker nor anyone else ran
     watch.tick()
-    clock.now += 0.25
+    clock.advance(0.25)
     watch.tick()
     assert watch.take() == 4.0
     assert watch.take() is None  # forgotten once taken
@@ -39,15 +31,15 @@ def test_ticks_on_time_are_no_stop_and_a_long_gap_is_reported_once() -> None:
 
 def test_the_time_since_the_last_tick_counts_once_the_ticker_runs() -> None:
     """Right after SIGCONT the loop may look before the ticker has ticked again."""
-    clock = Clock()
+    clock = FakeClock()
     idle = PauseWatch(3.0, clock)
-    clock.now += 10.0
+    clock.advance(10.0)
     assert idle.take() is None  # no ticker: a quiet caller is not a stop
     ticking = PauseWatch(3.0, clock)
     ticking.start(lambda: False)  # ticks once, its thread ends at once
-    clock.now += 5.0
+    clock.advance(5.0)
     assert ticking.take() == 5.0
-    clock.now += 1.0
+    clock.advance(1.0)
     assert ticking.take() is None
 
 
@@ -108,10 +100,10 @@ def test_a_rebuild_for_another_reason_answers_a_stop_before_it() -> None:
     _fill(broker, 9)
     broker.consume_errors.append(KafkaError(KafkaError._FATAL, "static consumer fenced"))
     loop, made = _loop(broker, scorer(deep_up=False).process)
-    clock = Clock()
+    clock = FakeClock()
     watch = AlreadyTicking(5.0, clock)
     PauseWatch.start(watch, lambda: False)
-    clock.now += 20.0  # stood still; the first consume then reports the fenced member
+    clock.advance(20.0)  # stood still; the first consume then reports the fenced member
     loop.pause = watch
     loop.run(StopFlag(), max_idle_s=0.5)
     assert len(made) == 2 and watch.take() is None
